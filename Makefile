@@ -1,0 +1,42 @@
+# capsim — two commands on a fresh machine with Python 3.11: `make run` and `make test`.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-stamp
+PIP := $(PY) -m pip install --disable-pip-version-check -q -c constraints.txt
+
+.PHONY: setup run simulate test test-fast browser-deps bench lint clean
+
+$(STAMP): pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) --upgrade pip
+	$(PIP) -e '.[dev,calibration,dashboard]'
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+# The main job on the built-in default.
+run: setup
+	$(VENV)/bin/capsim run
+
+# The default example through the simulator CLI, printing its table.
+simulate: setup
+	$(VENV)/bin/capsim simulate examples/fraud_mlp.yaml
+
+browser-deps:
+	@bash scripts/install_browser.sh
+
+test: setup browser-deps
+	$(PY) -m pytest -q
+
+test-fast: setup
+	$(PY) -m pytest -q -m "not slow and not browser"
+
+bench: setup
+	$(PY) benchmarks/sim_speed.py
+
+lint: setup
+	$(VENV)/bin/ruff check .
+
+clean:
+	rm -rf $(VENV) .pytest_cache build *.egg-info

@@ -1,0 +1,210 @@
+"""Arrival processes: each turns its scenario section into sorted arrival times (seconds).
+
+A registry maps the YAML name (``workload.arrivals.process``) to a generator function
+``(spec, rng, horizon_s, count, scenario) -> np.ndarray``. Exactly one of ``horizon_s`` (all arrivals
+before it) or ``count`` (the first ``count`` arrivals) is given. Gaps are never truncated.
+Time-varying rates use Lewis–Shedler thinning of a Poisson process at the peak rate.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from sim.errors import TraceError
+
+ARRIVALS: dict[str, Callable[..., np.ndarray]] = {}
+
+
+def register(name: str):
+    def wrap(fn):
+        ARRIVALS[name] = fn
+        return fn
+
+    return wrap
+
+
+def arrival_times(scenario, rng: np.random.Generator) -> np.ndarray:
+    """The scenario's arrival times over its run horizon, sorted ascending."""
+    spec = scenario.workload.arrivals
+    times = ARRIVALS[spec.process](spec, rng, scenario.run.duration_s, scenario.run.requests, scenario)
+    return np.asarray(times, dtype=float)
+
+
+def _renewal(gap_sampler, mean_gap: float, rng, horizon_s, count) -> np.ndarray:
+    """Cumulative sums of i.i.d. gaps, drawn in blocks until the horizon or count is reached."""
+    if count is not None:
+        return np.cumsum(gap_sampler(rng, count))
+    expected = horizon_s / mean_gap
+    chunks, total, t = [], 0, 0.0
+    while t < horizon_s:
+        n = int(expected - total + 6 * math.sqrt(max(expected, 1.0)) + 16)
+        block = t + np.cumsum(gap_sampler(rng, n))
+        chunks.append(block)
+        total += n
+        t = block[-1]
+    times = np.concatenate(chunks)
+    return times[times < horizon_s]
+
+
+@register("poisson")
+def poisson(spec, rng, horizon_s, count, scenario=None) -> np.ndarray:
+    scale = 1.0 / spec.rate_rps
+    return _renewal(lambda r, n: r.exponential(scale, n), scale, rng, horizon_s, count)
+
+
+@register("deterministic")
+def deterministic(spec, rng, horizon_s, count, scenario=None) -> np.ndarray:
+    gap = 1.0 / spec.rate_rps
+    n = count if count is not None else int(math.ceil(horizon_s * spec.rate_rps))
+    times = gap * np.arange(1, n + 1)
+    return times if count is not None else times[times < horizon_s]
+
+
+@register("gamma")
+def gamma(spec, rng, horizon_s, count, scenario=None) -> np.ndarray:
+    shape = 1.0 / spec.cv**2
+    scale = 1.0 / (spec.rate_rps * shape)
+    return _renewal(lambda r, n: r.gamma(shape, scale, n), 1.0 / spec.rate_rps, rng, horizon_s, count)
+
+
+@register("mmpp")
+def mmpp(spec, rng, horizon_s, count, scenario=None) -> np.ndarray:
+    """Two-state Markov-modulated Poisson process, started in its stationary state."""
+    p_on = spec.mean_on_s / (spec.mean_on_s + spec.mean_off_s)
+    on = bool(rng.random() < p_on)
+    t, out, n = 0.0, [], 0
+    limit = horizon_s if horizon_s is not None else math.inf
+    while t < limit and (count is None or n < count):
+        stay = rng.exponential(spec.mean_on_s if on else spec.mean_off_s)
+        end = min(t + stay, limit)
+        rate = spec.rate_on_rps if on else spec.rate_off_rps
+        if rate > 0:
+            k = rng.poisson(rate * (end - t))
+            seg = np.sort(rng.uniform(t, end, k))
+            out.append(seg)
+            n += k
+        t, on = end, not on
+    times = np.concatenate(out) if out else np.empty(0)
+    return times[:count] if count is not None else times
+
+
+# ---------------------------------------------------------------- time-varying rates
+def rate_function(spec) -> Callable[[np.ndarray], np.ndarray]:
+    """λ(t) of a rate-defined process, vectorised; used by thinning and by timelines."""
+    p = spec.process
+    if p in ("poisson", "deterministic", "gamma"):
+        return lambda t: np.full_like(np.asarray(t, float), spec.rate_rps)
+    if p == "mmpp":
+        mean = (spec.rate_on_rps * spec.mean_on_s + spec.rate_off_rps * spec.mean_off_s) / (
+            spec.mean_on_s + spec.mean_off_s
+        )
+        return lambda t: np.full_like(np.asarray(t, float), mean)
+    if p == "steps":
+        at = np.array([s.at_s for s in spec.steps])
+        rates = np.array([s.rate_rps for s in spec.steps])
+        return lambda t: rates[np.searchsorted(at, np.asarray(t, float), side="right") - 1]
+    if p == "diurnal":
+        w = 2 * math.pi / spec.period_s
+        return lambda t: spec.mean_rps * (1 + spec.amplitude * np.cos(w * (np.asarray(t, float) - spec.peak_at_s)))
+    if p == "spike":
+        return lambda t: _spike_rate(spec, np.asarray(t, float))
+    raise ValueError(f"no rate function for {p!r}")
+
+
+def peak_rate(spec) -> float:
+    p = spec.process
+    if p == "steps":
+        return max(s.rate_rps for s in spec.steps)
+    if p == "diurnal":
+        return spec.mean_rps * (1 + spec.amplitude)
+    if p == "spike":
+        return max(spec.base_rps, spec.spike_rps)
+    if p == "mmpp":
+        return max(spec.rate_on_rps, spec.rate_off_rps)
+    return spec.rate_rps
+
+
+def _spike_rate(spec, t: np.ndarray) -> np.ndarray:
+    base, top = spec.base_rps, spec.spike_rps
+    up0, top0 = spec.start_s, spec.start_s + spec.ramp_s
+    top1, down1 = top0 + spec.duration_s, top0 + spec.duration_s + spec.ramp_s
+    rate = np.full_like(t, base)
+    if spec.ramp_s > 0:
+        rising = (t >= up0) & (t < top0)
+        rate[rising] = base + (top - base) * (t[rising] - up0) / spec.ramp_s
+        falling = (t >= top1) & (t < down1)
+        rate[falling] = top - (top - base) * (t[falling] - top1) / spec.ramp_s
+    rate[(t >= top0) & (t < top1)] = top
+    return rate
+
+
+def _thinned(spec, rng, horizon_s, count) -> np.ndarray:
+    lam = rate_function(spec)
+    peak = peak_rate(spec)
+    chunks, n, t0 = [], 0, 0.0
+    limit = horizon_s if horizon_s is not None else math.inf
+    block = 4096 if horizon_s is None else int(peak * horizon_s + 6 * math.sqrt(peak * horizon_s) + 16)
+    block = min(max(block, 256), 1 << 22)
+    while t0 < limit and (count is None or n < count):
+        cand = t0 + np.cumsum(rng.exponential(1.0 / peak, block))
+        keep = cand[rng.random(block) * peak < lam(cand)]
+        chunks.append(keep)
+        n += keep.size
+        t0 = cand[-1]
+        if count is None and t0 > 1e9:
+            break
+    times = np.concatenate(chunks) if chunks else np.empty(0)
+    return times[:count] if count is not None else times[times < limit]
+
+
+for _name in ("steps", "diurnal", "spike"):
+    register(_name)(lambda spec, rng, horizon_s, count, scenario=None: _thinned(spec, rng, horizon_s, count))
+
+
+# ---------------------------------------------------------------- trace replay
+@register("trace")
+def trace(spec, rng, horizon_s, count, scenario=None) -> np.ndarray:
+    path = scenario.resolve(spec.path) if scenario is not None else Path(spec.path)
+    times = read_trace(path, spec.column) * spec.time_scale
+    if horizon_s is not None:
+        times = times[times < horizon_s]
+        if times.size == 0:
+            raise TraceError(f"{path}: no arrival before run.duration_s = {horizon_s}")
+    return times[:count] if count is not None else times
+
+
+def read_trace(path: Path, column: str = "arrival_s") -> np.ndarray:
+    """Arrival times from a CSV or Parquet file; errors name the file, column and first bad row."""
+    import pandas as pd
+
+    if not path.is_file():
+        raise TraceError(f"workload.arrivals.path = {str(path)!r}: trace file not found")
+    try:
+        if path.suffix.lower() in (".parquet", ".pq"):
+            frame = pd.read_parquet(path)
+        else:
+            frame = pd.read_csv(path)
+    except Exception as exc:  # noqa: BLE001 - any reader failure is a bad trace for the user
+        raise TraceError(f"{path}: cannot read as {'Parquet' if path.suffix == '.parquet' else 'CSV'}: {exc}") from None
+    if column not in frame.columns:
+        raise TraceError(f"{path}: no column {column!r} (columns: {', '.join(map(str, frame.columns)) or 'none'})")
+    values = pd.to_numeric(frame[column], errors="coerce").to_numpy(dtype=float)
+    if values.size == 0:
+        raise TraceError(f"{path}: column {column!r} is empty; a trace needs at least one arrival")
+    bad = np.flatnonzero(~np.isfinite(values))
+    if bad.size:
+        raise TraceError(f"{path}: {column} in row {bad[0] + 1} is {frame[column].iloc[bad[0]]!r}; times must be finite numbers")
+    if values.min() < 0:
+        row = int(np.argmin(values))
+        raise TraceError(f"{path}: {column} in row {row + 1} is {values[row]}; times must be ≥ 0 seconds")
+    unsorted = np.flatnonzero(np.diff(values) < 0)
+    if unsorted.size:
+        r = unsorted[0]
+        raise TraceError(
+            f"{path}: {column} is not sorted: row {r + 2} ({values[r + 1]}) comes before row {r + 1} ({values[r]})"
+        )
+    return values

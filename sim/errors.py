@@ -1,0 +1,24 @@
+"""Errors meant for people: each names the key, the value and what is allowed."""
+
+from __future__ import annotations
+
+
+class CapsimError(Exception):
+    """Base of every error capsim reports to a user as one clear line (CLI exit code 2)."""
+
+
+class ScenarioError(CapsimError):
+    """A scenario (YAML or built in code) that cannot be simulated as written."""
+
+
+class ProfileError(CapsimError):
+    """A profile file that is missing, malformed or unusable for the requested batch sizes."""
+
+
+class TraceError(CapsimError):
+    """An arrival trace that is missing, empty, unsorted or holds non-finite times."""
+
+
+def bad_value(key: str, value: object, allowed: str) -> str:
+    """One message in the house format: ``key = value: allowed``."""
+    return f"{key} = {value!r}: {allowed}"

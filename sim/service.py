@@ -1,0 +1,133 @@
+"""Service-time models: how long one batch of size b takes on a replica.
+
+``build_service(scenario, rng)`` returns a ``ServiceSampler`` whose ``draw(b)`` gives one batch's
+service time and ``first_call_extra_s(b)`` the extra cost of the first batch of size b on a cold
+replica. Two kinds, named by ``service.type``:
+
+* ``parametric``: mean ``base_s + per_item_s * b`` times a unit-mean variate (deterministic,
+  exponential, lognormal or gamma with the given cv);
+* ``profile``: the measured empirical distribution of the batch size (one uniform ``u`` picks the
+  quantile); between two measured sizes the same quantile is read from both and interpolated
+  linearly; plus a draw of the serving loop's host overhead.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from sim.distributions import BufferedStream, unit_distribution
+from sim.errors import ProfileError
+
+
+class ServiceSampler:
+    """Draws batch service times; one instance per replication (it owns a random stream)."""
+
+    def draw(self, batch_size: int) -> float:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def mean_s(self, batch_size: int) -> float:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def first_call_extra_s(self, batch_size: int) -> float:
+        return 0.0
+
+    def capacity_rps(self, batch_size: int) -> float:
+        """Throughput of one busy instance running batches of this size back to back."""
+        return batch_size / self.mean_s(batch_size)
+
+
+@dataclass
+class ParametricSampler(ServiceSampler):
+    base_s: float
+    per_item_s: float
+    stream: BufferedStream
+    scale: float = 1.0
+
+    def draw(self, batch_size: int) -> float:
+        return (self.base_s + self.per_item_s * batch_size) * self.stream.next()
+
+    def mean_s(self, batch_size: int) -> float:
+        return self.base_s + self.per_item_s * batch_size
+
+
+class ProfileSampler(ServiceSampler):
+    """Empirical service times from a profile, quantile-interpolated between measured sizes."""
+
+    def __init__(self, profile, max_batch_size: int, rng: np.random.Generator, *, host_overhead: bool,
+                 warmed_up: bool, speedup: float = 1.0) -> None:
+        sizes = profile.batch_sizes
+        if max_batch_size > sizes[-1]:
+            raise ProfileError(
+                f"batching.max_batch_size = {max_batch_size}: the profile {profile.model_name!r} "
+                f"({profile.path}) measured batch sizes up to {sizes[-1]} only; lower max_batch_size or "
+                "calibrate larger sizes"
+            )
+        self._uniform = BufferedStream(lambda r, n: r.random(n), rng)
+        self._speedup = speedup
+        # Per batch size 1..max: (lower samples, upper samples, weight of upper, host overhead samples).
+        self._table: list[tuple[list[float], list[float], float, list[float]]] = [([], [], 0.0, [])]
+        self._mean: list[float] = [0.0]
+        self._first: list[float] = [0.0]
+        for b in range(1, max_batch_size + 1):
+            lo, hi, w = _bracket(sizes, b)
+            lo_s, hi_s = profile.latency_s[lo], profile.latency_s[hi]
+            overhead = np.asarray(profile.host_overhead_for(b), float) if host_overhead else np.empty(0)
+            self._table.append((lo_s.tolist(), hi_s.tolist(), w, overhead.tolist()))
+            mean = (1 - w) * float(lo_s.mean()) + w * float(hi_s.mean())
+            self._mean.append((mean + (float(overhead.mean()) if overhead.size else 0.0)) / speedup)
+            self._first.append(0.0 if warmed_up else _first_extra(profile, lo, hi, w) / speedup)
+
+    def draw(self, batch_size: int) -> float:
+        lo, hi, w, overhead = self._table[batch_size]
+        u = self._uniform.next()
+        x = lo[int(u * len(lo))]
+        if w:
+            x += w * (hi[int(u * len(hi))] - x)
+        if overhead:
+            x += overhead[int(self._uniform.next() * len(overhead))]
+        return x / self._speedup
+
+    def mean_s(self, batch_size: int) -> float:
+        return self._mean[batch_size]
+
+    def first_call_extra_s(self, batch_size: int) -> float:
+        return self._first[batch_size]
+
+
+def _bracket(sizes: tuple[int, ...], b: int) -> tuple[int, int, float]:
+    """Measured sizes around b and the interpolation weight of the upper one."""
+    idx = int(np.searchsorted(sizes, b))
+    if sizes[idx] == b:
+        return b, b, 0.0
+    if idx == 0:  # below the smallest measured size: use it (latency is flat at small b)
+        return sizes[0], sizes[0], 0.0
+    lo, hi = sizes[idx - 1], sizes[idx]
+    return lo, hi, (b - lo) / (hi - lo)
+
+
+def _first_extra(profile, lo: int, hi: int, w: float) -> float:
+    def extra(size: int) -> float:
+        first = profile.first_call_s.get(size)
+        return max(0.0, first - profile.median_latency_s(size)) if first is not None else 0.0
+
+    return (1 - w) * extra(lo) + w * extra(hi)
+
+
+def build_service(scenario, rng: np.random.Generator) -> ServiceSampler:
+    """The service sampler a scenario describes, drawing from ``rng``."""
+    spec = scenario.service
+    if spec.type == "parametric":
+        dist = unit_distribution(spec.distribution, spec.cv)
+        return ParametricSampler(spec.base_s, spec.per_item_s, BufferedStream(dist.sample, rng))
+    profile = resolve_profile(scenario)
+    return ProfileSampler(profile, scenario.batching.max_batch_size, rng, host_overhead=spec.host_overhead,
+                          warmed_up=spec.warmed_up, speedup=spec.speedup)
+
+
+def resolve_profile(scenario):
+    """Load the profile a scenario names: a shipped profile's name or a path from the scenario dir."""
+    from sim.profile import load_profile, resolve_profile_path
+
+    return load_profile(resolve_profile_path(scenario.service.profile, scenario.base_dir))

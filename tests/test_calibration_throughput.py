@@ -1,0 +1,67 @@
+"""A profile predicts the throughput of a server loop it did not time.
+
+For the fraud MLP at batch 1, 8 and 32: predicted = batch / (median latency + median host
+overhead) from a fresh calibration; measured = batch / median batch time of an independent
+back-to-back serving loop (queue -> torch.cat -> forward -> split into futures). This 2-core
+box is shared and noisy, so each size runs five interleaved (calibrate, measure) trials and
+the median ratio must be within 10%.
+"""
+
+from __future__ import annotations
+
+import queue
+import statistics
+import time
+from concurrent.futures import Future
+
+import numpy as np
+import pytest
+
+from sim.profile import profile_from_dict
+
+torch = pytest.importorskip("torch")
+
+from calibration.calibrate import CalibrationRequest, calibrate  # noqa: E402
+from calibration.models import build_model  # noqa: E402
+
+TRIALS = 5
+TOLERANCE = 0.10
+
+
+def back_to_back_throughput(model, make_input, batch_size: int, n_batches: int = 100) -> float:
+    """Requests per second of a minimal serving loop, from its median batch time."""
+    pending: queue.SimpleQueue = queue.SimpleQueue()
+    for _ in range(batch_size * n_batches):
+        pending.put((make_input(1), Future()))
+    times = []
+    with torch.inference_mode():
+        for _ in range(n_batches):
+            start = time.perf_counter()
+            batch = [pending.get_nowait() for _ in range(batch_size)]
+            out = model(torch.cat([x for x, _ in batch]))
+            for (_, future), row in zip(batch, out.unbind(0), strict=True):
+                future.set_result(row)
+            times.append(time.perf_counter() - start)
+    return batch_size / statistics.median(times)
+
+
+def predicted_throughput(batch_size: int) -> float:
+    doc = calibrate(CalibrationRequest(model="mlp", batch_sizes=(batch_size,), samples=100, warmup=10,
+                                       replay_batches=0, measure_load=False, progress=False))
+    p = profile_from_dict(doc)
+    service = np.median(p.latency_s[batch_size]) + np.median(p.host_overhead_for(batch_size))
+    return batch_size / service
+
+
+@pytest.mark.parametrize("batch_size", [1, 8, 32])
+def test_profile_predicts_back_to_back_throughput_within_10_percent(batch_size):
+    built = build_model("mlp")
+    model = built.model.eval()
+    ratios = []
+    for _ in range(TRIALS):
+        predicted = predicted_throughput(batch_size)
+        measured = back_to_back_throughput(model, built.make_input, batch_size)
+        ratios.append(predicted / measured)
+    ratio = statistics.median(ratios)
+    print(f"batch {batch_size}: predicted/measured median {ratio:.3f} over {[round(float(r), 3) for r in ratios]}")
+    assert abs(ratio - 1) <= TOLERANCE, ratios
