@@ -1,0 +1,255 @@
+"""The discrete-event model of serving, on SimPy.
+
+One SimPy process replays the pre-drawn arrival times; everything else is event callbacks, which
+keeps a request to a handful of Python operations. Per replica: a FIFO queue, a Triton-style dynamic
+batcher and ``instances_per_replica`` execution slots. Timeline of one request::
+
+    arrive -> router picks a ready replica -> rejected (queue full) | queued
+    queued -> dropped at arrival + timeout_s if not started (timed_out) | starts in a batch
+    batch  -> service time drawn for its size (+ first-call cost on a cold replica) -> served
+
+Records are flat arrays indexed by request id; batches are a flat log. Nothing here computes
+metrics: see ``sim.metrics``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from dataclasses import dataclass, field
+
+import numpy as np
+import simpy
+
+SERVED, REJECTED, TIMED_OUT = 0, 1, 2
+OUTCOMES = ("served", "rejected", "timed_out")
+EPS_S = 1e-9  # clock comparisons: timers land within float rounding of their deadline
+
+
+class Replica:
+    """One model server: a queue, a batcher's timer and its execution slots."""
+
+    __slots__ = ("index", "queue", "instances", "free", "outstanding", "timer_at", "seen", "created_s",
+                 "ready_s", "gone_s", "draining", "state")
+
+    def __init__(self, index: int, instances: int, created_s: float = 0.0, ready_s: float = 0.0) -> None:
+        self.index = index
+        self.queue: deque[int] = deque()
+        self.instances = instances
+        self.free = instances
+        self.outstanding = 0  # queued + in service: what least-outstanding routers read
+        self.timer_at = -math.inf
+        self.seen: set[int] = set()  # batch sizes this replica has run (first-call cost)
+        self.created_s = created_s
+        self.ready_s = ready_s
+        self.gone_s: float | None = None
+        self.draining = False
+        self.state = "ready"
+
+    @property
+    def busy(self) -> bool:
+        return self.free < self.instances
+
+
+@dataclass
+class BatchPolicy:
+    """Triton dynamic batching reduced to a table: for n waiting requests, the size to send now
+    (0 = wait for more until the oldest has waited ``max_queue_delay_s``)."""
+
+    max_batch_size: int
+    max_queue_delay_s: float
+    size_now: list[int]
+    max_queue_size: int
+    timeout_s: float | None
+
+    @classmethod
+    def from_scenario(cls, batching) -> BatchPolicy:
+        maxb = batching.max_batch_size
+        targets = sorted(set(batching.preferred_batch_sizes)) or [maxb]
+        size_now = [max((p for p in targets if p <= n), default=0) for n in range(maxb + 1)]
+        return cls(maxb, batching.max_queue_delay_s, size_now, batching.max_queue_size, batching.timeout_s)
+
+
+@dataclass
+class RawRecords:
+    """What one simulation run produced, as flat arrays (converted to frames by sim.results)."""
+
+    arrival_s: np.ndarray
+    batch_of: np.ndarray  # batch id per request, -1 if never started
+    outcome: np.ndarray
+    drop_s: np.ndarray  # end time of rejected / timed-out requests (NaN when served)
+    batch_replica: np.ndarray
+    batch_start_s: np.ndarray
+    batch_end_s: np.ndarray
+    batch_size: np.ndarray
+    batch_first_call: np.ndarray
+    timeseries: dict[str, np.ndarray]
+    replicas: list[Replica]
+    horizon_s: float
+    end_s: float
+    extra: dict = field(default_factory=dict)
+
+
+class Engine:
+    """Runs one replication of a scenario over given arrival times and random streams."""
+
+    def __init__(self, scenario, arrival_s: np.ndarray, service, router, *, sample_interval_s: float,
+                 horizon_s: float) -> None:
+        self.env = simpy.Environment()
+        self.arrival_s = arrival_s
+        self._at = arrival_s.tolist()
+        self.n = len(self._at)
+        self.policy = BatchPolicy.from_scenario(scenario.batching)
+        self.service = service
+        self.router = router
+        self.warm = getattr(scenario.service, "warmed_up", True)
+        self.horizon_s = horizon_s
+        self.sample_interval_s = sample_interval_s
+        instances = scenario.fleet.instances_per_replica
+        self.replicas = [Replica(k, instances) for k in range(scenario.fleet.replicas)]
+        self.ready = list(self.replicas)  # replicas taking traffic, in the router's order
+        self.finished = 0
+        self._batch_of = [-1] * self.n
+        self._outcome = [SERVED] * self.n
+        self._drop_s: dict[int, float] = {}
+        self._b_rep: list[int] = []
+        self._b_start: list[float] = []
+        self._b_end: list[float] = []
+        self._b_size: list[int] = []
+        self._b_first: list[bool] = []
+        self._series: dict[str, list[float]] = {k: [] for k in
+                                                 ("time_s", "queue_len", "in_service", "busy_replicas",
+                                                  "ready_replicas")}
+
+    # ------------------------------------------------------------ processes
+    def run(self) -> RawRecords:
+        self.env.process(self._source())
+        self.env.process(self._sampler())
+        self.env.run()
+        return self._records()
+
+    def _source(self):
+        env, arrive, timeout = self.env, self._arrive, self.env.timeout
+        for i, t in enumerate(self._at):
+            dt = t - env._now
+            if dt > 0:
+                yield timeout(dt)
+            arrive(i)
+
+    def _sampler(self):
+        env, dt, series = self.env, self.sample_interval_s, self._series
+        while True:
+            series["time_s"].append(env.now)
+            series["queue_len"].append(sum(len(r.queue) for r in self.replicas))
+            series["in_service"].append(sum(r.outstanding - len(r.queue) for r in self.replicas))
+            series["busy_replicas"].append(sum(1 for r in self.replicas if r.busy))
+            series["ready_replicas"].append(len(self.ready))
+            if self.finished >= self.n and env.now >= self.horizon_s:
+                return
+            yield env.timeout(dt)
+
+    # ------------------------------------------------------------ events
+    def _arrive(self, i: int) -> None:
+        rep = self.router.choose(self.ready)
+        policy = self.policy
+        if policy.timeout_s is not None:
+            self._prune(rep)
+        if policy.max_queue_size and len(rep.queue) >= policy.max_queue_size:
+            self._outcome[i] = REJECTED
+            self._drop_s[i] = self.env._now
+            self.finished += 1
+            return
+        rep.queue.append(i)
+        rep.outstanding += 1
+        if rep.free:
+            self._dispatch(rep)
+
+    def _prune(self, rep: Replica) -> None:
+        """Drop requests at the head whose start deadline passed (FIFO + one timeout: heads expire first)."""
+        q, at, limit, now = rep.queue, self._at, self.policy.timeout_s, self.env._now
+        while q and at[q[0]] + limit < now - EPS_S:
+            i = q.popleft()
+            self._outcome[i] = TIMED_OUT
+            self._drop_s[i] = at[i] + limit
+            rep.outstanding -= 1
+            self.finished += 1
+
+    def _dispatch(self, rep: Replica) -> None:
+        policy, q, env = self.policy, rep.queue, self.env
+        now = env._now
+        while rep.free and q:
+            if policy.timeout_s is not None:
+                self._prune(rep)
+                if not q:
+                    return
+            n = len(q)
+            size = policy.size_now[n] if n <= policy.max_batch_size else policy.size_now[-1]
+            if not size:
+                deadline = self._at[q[0]] + policy.max_queue_delay_s
+                if now + EPS_S < deadline:
+                    if rep.timer_at != deadline:
+                        rep.timer_at = deadline
+                        env.timeout(deadline - now, rep).callbacks.append(self._on_timer)
+                    return
+                size = n if n < policy.max_batch_size else policy.max_batch_size
+            self._start_batch(rep, size, now)
+
+    def _start_batch(self, rep: Replica, size: int, now: float) -> None:
+        q = rep.queue
+        batch = [q.popleft() for _ in range(size)]
+        service_s = self.service.draw(size)
+        first = False
+        if not self.warm and size not in rep.seen:
+            rep.seen.add(size)
+            service_s += self.service.first_call_extra_s(size)
+            first = True
+        bid = len(self._b_start)
+        batch_of = self._batch_of
+        for i in batch:
+            batch_of[i] = bid
+        self._b_rep.append(rep.index)
+        self._b_start.append(now)
+        self._b_end.append(now + service_s)
+        self._b_size.append(size)
+        self._b_first.append(first)
+        rep.free -= 1
+        self.env.timeout(service_s, (rep, size)).callbacks.append(self._on_done)
+
+    def _on_timer(self, event) -> None:
+        rep = event._value
+        if abs(rep.timer_at - self.env._now) <= EPS_S:
+            rep.timer_at = -math.inf
+        self._dispatch(rep)
+
+    def _on_done(self, event) -> None:
+        rep, size = event._value
+        rep.outstanding -= size
+        rep.free += 1
+        self.finished += size
+        self._dispatch(rep)
+
+    # ------------------------------------------------------------ output
+    def _records(self) -> RawRecords:
+        drop = np.full(self.n, np.nan)
+        if self._drop_s:
+            idx = np.fromiter(self._drop_s.keys(), dtype=np.int64, count=len(self._drop_s))
+            drop[idx] = np.fromiter(self._drop_s.values(), dtype=float, count=len(self._drop_s))
+        end_s = self.env.now
+        for rep in self.replicas:
+            if rep.gone_s is None:
+                rep.gone_s = max(end_s, self.horizon_s)
+        return RawRecords(
+            arrival_s=self.arrival_s,
+            batch_of=np.asarray(self._batch_of, dtype=np.int64),
+            outcome=np.asarray(self._outcome, dtype=np.int8),
+            drop_s=drop,
+            batch_replica=np.asarray(self._b_rep, dtype=np.int32),
+            batch_start_s=np.asarray(self._b_start, dtype=float),
+            batch_end_s=np.asarray(self._b_end, dtype=float),
+            batch_size=np.asarray(self._b_size, dtype=np.int32),
+            batch_first_call=np.asarray(self._b_first, dtype=bool),
+            timeseries={k: np.asarray(v, dtype=float) for k, v in self._series.items()},
+            replicas=self.replicas,
+            horizon_s=self.horizon_s,
+            end_s=end_s,
+        )

@@ -1,0 +1,159 @@
+"""Metrics as pure functions of the flat records of a run.
+
+Only requests arriving inside the measurement window ``[warmup_s, horizon_s)`` are measured; GPU-hours
+and cost cover the whole billed period. An overloaded run is flagged ``unstable`` and its latency
+figures are withheld (NaN) rather than presented as steady state: the observed p99 is still
+reported, under a name that says it is not a steady-state figure.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+
+PERCENTILES = {"p50": 50.0, "p90": 90.0, "p95": 95.0, "p99": 99.0, "p999": 99.9}
+
+
+def latency_stats(latency_s: np.ndarray) -> dict[str, float]:
+    """Mean and p50/p90/p95/p99/p99.9 of served latencies (NaN when none)."""
+    if latency_s.size == 0:
+        return {"latency_mean_s": math.nan, **{f"latency_{k}_s": math.nan for k in PERCENTILES}}
+    qs = np.percentile(latency_s, list(PERCENTILES.values()))
+    return {"latency_mean_s": float(latency_s.mean()),
+            **{f"latency_{k}_s": float(q) for k, q in zip(PERCENTILES, qs)}}
+
+
+def busy_seconds(starts: np.ndarray, ends: np.ndarray, t0: float, t1: float) -> float:
+    """Total overlap of [start, end) intervals with [t0, t1)."""
+    return float(np.clip(np.minimum(ends, t1) - np.maximum(starts, t0), 0, None).sum())
+
+
+def backlog_trend(arrival_s: np.ndarray, done_s: np.ndarray, horizon_s: float, points: int = 60):
+    """Backlog (arrived, not finished) over the second half of the horizon: (times, backlog, slope/s)."""
+    times = np.linspace(horizon_s / 2, horizon_s, points)
+    arrived = np.searchsorted(np.sort(arrival_s), times, side="right")
+    finished = np.searchsorted(np.sort(done_s), times, side="right")
+    backlog = arrived - finished
+    slope = float(np.polyfit(times, backlog, 1)[0]) if points > 1 and horizon_s > 0 else 0.0
+    return times, backlog, slope
+
+
+def is_unstable(offered_rps: float, capacity_rps: float, slope_rps: float, backlog_end: float,
+                backlog_mid: float) -> bool:
+    """Overloaded if the offered rate reaches capacity, or the backlog visibly grows to the end.
+
+    Empirical rule (for traffic whose mean rate is not known, e.g. traces and spikes): the backlog
+    grows by more than 5% of the offered rate over the last half of the horizon and ends above
+    both 50 requests and twice its mid-horizon level.
+    """
+    if capacity_rps > 0 and offered_rps >= capacity_rps:
+        return True
+    growing = slope_rps > 0.05 * offered_rps
+    return bool(growing and backlog_end > 50 and backlog_end > 2 * max(backlog_mid, 1))
+
+
+def summarize(requests: pd.DataFrame, batches: pd.DataFrame, replicas: pd.DataFrame, *, warmup_s: float,
+              horizon_s: float, slo_latency_s: float, slo_percentile: float, usd_per_replica_hour: float,
+              offered_rps: float, capacity_rps: float) -> dict[str, float | int | bool]:
+    """The flat summary of one run (keys as in summary.json)."""
+    window = horizon_s - warmup_s
+    arr = requests["arrival_s"].to_numpy()
+    inside = (arr >= warmup_s) & (arr < horizon_s)
+    measured = requests[inside]
+    outcome = measured["outcome"].to_numpy()
+    served = measured[outcome == "served"]
+    latency = served["latency_s"].to_numpy()
+    stats = latency_stats(latency)
+    n_total = int(len(measured))
+    n_served = int(len(served))
+    within = int((latency <= slo_latency_s).sum())
+    slo_q = float(np.percentile(latency, slo_percentile)) if latency.size else math.nan
+
+    b_start = batches["start_s"].to_numpy()
+    b_end = batches["end_s"].to_numpy()
+    b_in = (b_start >= warmup_s) & (b_start < horizon_s)
+    util = []
+    for rep, inst, born, gone in replicas[["replica", "instances", "created_s", "gone_s"]].itertuples(index=False):
+        mask = batches["replica"].to_numpy() == rep
+        t0, t1 = max(warmup_s, born), min(horizon_s, gone)
+        util.append(busy_seconds(b_start[mask], b_end[mask], t0, t1) / (inst * (t1 - t0)) if t1 > t0 else 0.0)
+    billed_s = np.clip(np.minimum(replicas["gone_s"].to_numpy(), horizon_s) - replicas["created_s"].to_numpy(), 0,
+                       None)
+    gpu_hours = float(billed_s.sum() / 3600.0)
+    cost = gpu_hours * usd_per_replica_hour
+
+    done = requests["end_s"].to_numpy()
+    _, backlog, slope = backlog_trend(arr, done, horizon_s)
+    arrived_rps = n_total / window if window > 0 else math.nan
+    offered = offered_rps if math.isfinite(offered_rps) else arrived_rps
+    unstable = is_unstable(offered, capacity_rps, slope, float(backlog[-1]), float(backlog[0]))
+    throughput = n_served / window if window > 0 else math.nan
+
+    summary: dict[str, float | int | bool] = {
+        **stats,
+        f"latency_p{slo_percentile:g}_slo_s": slo_q,
+        "throughput_rps": throughput,
+        "offered_rps": offered,
+        "goodput_share": within / n_total if n_total else math.nan,
+        "goodput_rps": within / window if window > 0 else math.nan,
+        "slo_met": bool(slo_q <= slo_latency_s) if latency.size else False,
+        "requests_total": n_total,
+        "requests_served": n_served,
+        "requests_rejected": int((outcome == "rejected").sum()),
+        "requests_timed_out": int((outcome == "timed_out").sum()),
+        "mean_batch_size": float(batches["size"].to_numpy()[b_in].mean()) if b_in.any() else math.nan,
+        "utilization": float(np.mean(util)) if util else math.nan,
+        "utilization_max": float(np.max(util)) if util else math.nan,
+        "replicas_mean": float(billed_s.sum() / horizon_s) if horizon_s > 0 else math.nan,
+        "gpu_hours": gpu_hours,
+        "cost_usd": cost,
+        "cost_per_hour_usd": cost / (horizon_s / 3600.0) if horizon_s > 0 else math.nan,
+        "cost_per_million_requests_usd": cost / n_served * 1e6 if n_served else math.nan,
+        "capacity_rps": capacity_rps,
+        "unstable": unstable,
+        "backlog_at_end": int(backlog[-1]),
+        "backlog_growth_rps": slope,
+        "latency_p99_observed_s": stats["latency_p99_s"],
+    }
+    if unstable:  # never present a p99 of an unbounded queue as a steady-state figure
+        for key in stats:
+            summary[key] = math.nan
+        summary[f"latency_p{slo_percentile:g}_slo_s"] = math.nan
+        summary["slo_met"] = False
+    return summary
+
+
+def replicate_summary(runs: list[dict], level: float = 0.95) -> dict[str, float | int | bool]:
+    """Mean over replications with a Student-t confidence interval per numeric metric.
+
+    Adds ``<key>_ci95_low`` / ``<key>_ci95_high`` for every float metric; counts are summed,
+    flags are true if true in any replication.
+    """
+    from scipy import stats as sps
+
+    if len(runs) == 1:
+        out = dict(runs[0])
+        out["replications"] = 1
+        return out
+    out: dict[str, float | int | bool] = {"replications": len(runs)}
+    t = float(sps.t.ppf(0.5 + level / 2, len(runs) - 1))
+    for key in runs[0]:
+        values = [r[key] for r in runs]
+        if isinstance(values[0], bool):
+            out[key] = any(values) if key == "unstable" else all(values)
+        elif isinstance(values[0], int) and key.startswith(("requests_", "backlog_at")):
+            out[key] = int(sum(values)) if key.startswith("requests_") else int(max(values))
+        else:
+            arr = np.asarray(values, dtype=float)
+            finite = arr[np.isfinite(arr)]
+            if finite.size == 0:
+                out[key] = math.nan
+                continue
+            mean = float(finite.mean())
+            half = t * float(finite.std(ddof=1)) / math.sqrt(finite.size) if finite.size > 1 else math.nan
+            out[key] = mean
+            out[f"{key}_ci95_low"] = mean - half
+            out[f"{key}_ci95_high"] = mean + half
+    return out

@@ -1,0 +1,141 @@
+"""Running a scenario: seeds, replications, and the Result users get back.
+
+One root seed spawns one ``SeedSequence`` per replication, and each of those spawns independent
+streams for arrivals, service times and routing (and the replica lifecycle). The arrival stream
+depends only on (seed, replication), so configurations compared under one seed see the same traffic
+(common random numbers).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from sim.arrivals import arrival_times
+from sim.engine import OUTCOMES, Engine, RawRecords
+from sim.errors import ScenarioError
+from sim.metrics import replicate_summary, summarize
+from sim.routers import build_router
+from sim.scenario import Scenario, mean_rate_rps
+from sim.service import build_service
+
+STREAMS = ("arrivals", "service", "routing", "lifecycle")
+
+
+@dataclass
+class Result:
+    """What a run returns: flat per-request records, the batch log, time series and the summary."""
+
+    scenario: Scenario
+    requests: pd.DataFrame
+    batches: pd.DataFrame
+    timeseries: pd.DataFrame
+    replicas: pd.DataFrame
+    summary: dict
+    per_replication: list[dict] = field(default_factory=list)
+
+
+def streams(seed: int, replication: int) -> dict[str, np.random.Generator]:
+    """Independent generators for one replication, derived from the root seed only."""
+    rep = np.random.SeedSequence(seed).spawn(replication + 1)[replication]
+    return {name: np.random.default_rng(ss) for name, ss in zip(STREAMS, rep.spawn(len(STREAMS)))}
+
+
+def run(scenario: Scenario, seed: int | None = None, replications: int | None = None,
+        progress: bool = False) -> Result:
+    """Simulate ``scenario``; ``seed`` and ``replications`` override its ``run`` section."""
+    seed = scenario.run.seed if seed is None else seed
+    reps = scenario.run.replications if replications is None else replications
+    frames: list[tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, pd.DataFrame]] = []
+    summaries: list[dict] = []
+    iterator = range(reps)
+    if progress and reps > 1:
+        from tqdm import tqdm
+
+        iterator = tqdm(iterator, desc=f"{scenario.name}: replications", unit="run")
+    for r in iterator:
+        req, bat, ts, rep, summary = run_once(scenario, seed, r)
+        for frame in (req, bat, ts, rep):
+            frame.insert(0, "replication", r)
+        frames.append((req, bat, ts, rep))
+        summaries.append(summary)
+    requests, batches, timeseries, replicas = (pd.concat([f[k] for f in frames], ignore_index=True)
+                                               for k in range(4))
+    summary = replicate_summary(summaries)
+    summary["seed"] = seed
+    return Result(scenario, requests, batches, timeseries, replicas, summary, summaries)
+
+
+def run_once(scenario: Scenario, seed: int, replication: int = 0):
+    """One replication: (requests, batches, timeseries, replicas frames, summary dict)."""
+    rng = streams(seed, replication)
+    arrivals = arrival_times(scenario, rng["arrivals"])
+    if arrivals.size == 0:
+        raise ScenarioError("workload: the arrival process produced no request within the run horizon; "
+                            "raise run.duration_s or the rate")
+    service = build_service(scenario, rng["service"])
+    router = build_router(scenario.fleet.router, rng["routing"])
+    horizon = scenario.run.duration_s if scenario.run.duration_s is not None else float(arrivals[-1])
+    if scenario.run.warmup_s >= horizon:
+        raise ScenarioError(f"run.warmup_s = {scenario.run.warmup_s}: must be below the horizon "
+                            f"({horizon:.6g} s, the last of {arrivals.size} arrivals)")
+    interval = scenario.run.sample_interval_s or max(horizon / 600.0, 0.01)
+    engine = Engine(scenario, arrivals, service, router, sample_interval_s=interval, horizon_s=horizon)
+    raw = engine.run()
+    requests, batches, timeseries, replicas = to_frames(raw)
+    summary = summarize(
+        requests, batches, replicas,
+        warmup_s=scenario.run.warmup_s, horizon_s=horizon,
+        slo_latency_s=scenario.slo.latency_s, slo_percentile=scenario.slo.percentile,
+        usd_per_replica_hour=scenario.cost.usd_per_replica_hour,
+        offered_rps=mean_rate_rps(scenario.workload.arrivals),
+        capacity_rps=fleet_capacity_rps(scenario, service),
+    )
+    return requests, batches, timeseries, replicas, summary
+
+
+def fleet_capacity_rps(scenario: Scenario, service) -> float:
+    """Most requests/s the fleet can serve: every instance running its most efficient batch size."""
+    best = max(service.capacity_rps(b) for b in range(1, scenario.batching.max_batch_size + 1))
+    return best * scenario.fleet.replicas * scenario.fleet.instances_per_replica
+
+
+def to_frames(raw: RawRecords):
+    """Flat frames from the engine's arrays; record columns as documented in docs/results.md."""
+    b = raw.batch_of
+    started = b >= 0
+    safe = np.where(started, b, 0)
+    nan = np.nan
+    start = np.where(started, raw.batch_start_s[safe] if raw.batch_start_s.size else nan, nan)
+    end = np.where(started, raw.batch_end_s[safe] if raw.batch_end_s.size else nan, raw.drop_s)
+    requests = pd.DataFrame({
+        "id": np.arange(b.size, dtype=np.int64),
+        "arrival_s": raw.arrival_s,
+        "start_s": start,
+        "end_s": end,
+        "latency_s": end - raw.arrival_s,
+        "queue_s": start - raw.arrival_s,
+        "replica": np.where(started, raw.batch_replica[safe] if raw.batch_replica.size else -1, -1).astype(np.int32),
+        "batch_size": np.where(started, raw.batch_size[safe] if raw.batch_size.size else 0, 0).astype(np.int32),
+        "outcome": pd.Categorical.from_codes(raw.outcome.astype(np.int8), categories=list(OUTCOMES)),
+    })
+    batches = pd.DataFrame({
+        "batch": np.arange(raw.batch_start_s.size, dtype=np.int64),
+        "replica": raw.batch_replica,
+        "start_s": raw.batch_start_s,
+        "end_s": raw.batch_end_s,
+        "size": raw.batch_size,
+        "first_call": raw.batch_first_call,
+    })
+    timeseries = pd.DataFrame(raw.timeseries)
+    replicas = pd.DataFrame({
+        "replica": [r.index for r in raw.replicas],
+        "instances": [r.instances for r in raw.replicas],
+        "created_s": [r.created_s for r in raw.replicas],
+        "ready_s": [r.ready_s for r in raw.replicas],
+        "gone_s": [r.gone_s if r.gone_s is not None else math.inf for r in raw.replicas],
+    })
+    return requests, batches, timeseries, replicas
