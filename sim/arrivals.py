@@ -169,42 +169,56 @@ for _name in ("steps", "diurnal", "spike"):
 @register("trace")
 def trace(spec, rng, horizon_s, count, scenario=None) -> np.ndarray:
     path = scenario.resolve(spec.path) if scenario is not None else Path(spec.path)
-    times = read_trace(path, spec.column) * spec.time_scale
+    key = "workload.arrivals.path"
+    times = read_trace(path, spec.column, key=key) * spec.time_scale
     if horizon_s is not None:
+        first = times[0]
         times = times[times < horizon_s]
         if times.size == 0:
-            raise TraceError(f"{path}: no arrival before run.duration_s = {horizon_s}")
+            raise TraceError(f"{key} = {str(path)!r}: no arrival before run.duration_s = {horizon_s} "
+                             f"(the first is at {first:g} s after time_scale)")
     return times[:count] if count is not None else times
 
 
-def read_trace(path: Path, column: str = "arrival_s") -> np.ndarray:
-    """Arrival times from a CSV or Parquet file; errors name the file, column and first bad row."""
+def read_trace(path: Path, column: str = "arrival_s", key: str | None = None) -> np.ndarray:
+    """Arrival times from a CSV or Parquet file; errors name the file, column and first bad row.
+
+    ``key`` (e.g. ``workload.arrivals.path``) is the scenario key the file came from; messages then
+    read ``key = 'file': problem``, else ``file: problem``.
+    """
     import pandas as pd
 
+    where = f"{key} = {str(path)!r}" if key else str(path)
     if not path.is_file():
-        raise TraceError(f"workload.arrivals.path = {str(path)!r}: trace file not found")
+        raise TraceError(f"{where}: trace file not found")
     try:
         if path.suffix.lower() in (".parquet", ".pq"):
             frame = pd.read_parquet(path)
         else:
             frame = pd.read_csv(path)
     except Exception as exc:  # noqa: BLE001 - any reader failure is a bad trace for the user
-        raise TraceError(f"{path}: cannot read as {'Parquet' if path.suffix == '.parquet' else 'CSV'}: {exc}") from None
+        kind = "Parquet" if path.suffix.lower() in (".parquet", ".pq") else "CSV"
+        detail = " ".join(str(exc).split())  # one line
+        raise TraceError(f"{where}: cannot read as {kind}: {detail}") from None
     if column not in frame.columns:
-        raise TraceError(f"{path}: no column {column!r} (columns: {', '.join(map(str, frame.columns)) or 'none'})")
+        raise TraceError(f"{where}: no column {column!r} (columns: {', '.join(map(str, frame.columns)) or 'none'}); "
+                         "set workload.arrivals.column")
     values = pd.to_numeric(frame[column], errors="coerce").to_numpy(dtype=float)
     if values.size == 0:
-        raise TraceError(f"{path}: column {column!r} is empty; a trace needs at least one arrival")
+        raise TraceError(f"{where}: column {column!r} is empty; a trace needs at least one arrival")
     bad = np.flatnonzero(~np.isfinite(values))
     if bad.size:
-        raise TraceError(f"{path}: {column} in row {bad[0] + 1} is {frame[column].iloc[bad[0]]!r}; times must be finite numbers")
+        raw = frame[column].iloc[bad[0]]
+        shown = repr(raw.item() if hasattr(raw, "item") else raw)
+        raise TraceError(f"{where}: {column} in row {bad[0] + 1} is {shown}; times must be finite numbers")
     if values.min() < 0:
         row = int(np.argmin(values))
-        raise TraceError(f"{path}: {column} in row {row + 1} is {values[row]}; times must be ≥ 0 seconds")
+        raise TraceError(f"{where}: {column} in row {row + 1} is {values[row]:g}; times must be ≥ 0 seconds")
     unsorted = np.flatnonzero(np.diff(values) < 0)
     if unsorted.size:
         r = unsorted[0]
         raise TraceError(
-            f"{path}: {column} is not sorted: row {r + 2} ({values[r + 1]}) comes before row {r + 1} ({values[r]})"
+            f"{where}: {column} is not sorted: row {r + 2} ({values[r + 1]:g}) comes before row {r + 1} "
+            f"({values[r]:g}); sort the trace by arrival time"
         )
     return values

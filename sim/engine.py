@@ -30,7 +30,8 @@ class Replica:
     """One model server: a queue, a batcher's timer and its execution slots."""
 
     __slots__ = ("index", "queue", "instances", "free", "outstanding", "timer_at", "seen", "created_s",
-                 "ready_s", "gone_s", "draining", "state")
+                 "ready_s", "gone_s", "draining", "state", "busy_accum", "last_change", "arrived", "up_s",
+                 "container_s")
 
     def __init__(self, index: int, instances: int, created_s: float = 0.0, ready_s: float = 0.0) -> None:
         self.index = index
@@ -44,7 +45,16 @@ class Replica:
         self.ready_s = ready_s
         self.gone_s: float | None = None
         self.draining = False
-        self.state = "ready"
+        self.state = "ready"  # provisioning -> pulling -> loading -> warming -> ready -> draining -> gone
+        self.up_s = ready_s  # server up (before the readiness probe notices)
+        self.container_s = created_s  # container started (readiness probes tick from here)
+        self.busy_accum = 0.0  # instance-seconds busy up to last_change
+        self.last_change = created_s
+        self.arrived = 0  # requests routed here (for per-pod request rates)
+
+    def busy_instance_s(self, now: float) -> float:
+        """Cumulative busy instance-seconds up to ``now`` (utilisation metrics difference these)."""
+        return self.busy_accum + (self.instances - self.free) * (now - self.last_change)
 
     @property
     def busy(self) -> bool:
@@ -90,6 +100,16 @@ class RawRecords:
     extra: dict = field(default_factory=dict)
 
 
+def initial_replicas(scenario) -> int:
+    """Replicas ready at t=0: the fleet size, or the autoscaler's initial / minimum count."""
+    spec = scenario.autoscaler
+    if spec.type == "static":
+        return scenario.fleet.replicas
+    if spec.initial_replicas is not None:
+        return spec.initial_replicas
+    return max(spec.min_replicas, 1) if spec.type != "hpa" else spec.min_replicas
+
+
 class Engine:
     """Runs one replication of a scenario over given arrival times and random streams."""
 
@@ -105,9 +125,12 @@ class Engine:
         self.warm = getattr(scenario.service, "warmed_up", True)
         self.horizon_s = horizon_s
         self.sample_interval_s = sample_interval_s
-        instances = scenario.fleet.instances_per_replica
-        self.replicas = [Replica(k, instances) for k in range(scenario.fleet.replicas)]
+        self.instances = instances = scenario.fleet.instances_per_replica
+        self.replicas = [Replica(k, instances) for k in range(initial_replicas(scenario))]
         self.ready = list(self.replicas)  # replicas taking traffic, in the router's order
+        self.held: list[int] = []  # requests waiting at the activator while no replica is ready
+        self.scaler = None  # set by sim.fleet.attach_autoscaler when the scenario autoscales
+        self.latency_sink: list[tuple[float, float]] | None = None  # (end_s, latency_s) for latency metrics
         self.finished = 0
         self._batch_of = [-1] * self.n
         self._outcome = [SERVED] * self.n
@@ -119,12 +142,15 @@ class Engine:
         self._b_first: list[bool] = []
         self._series: dict[str, list[float]] = {k: [] for k in
                                                  ("time_s", "queue_len", "in_service", "busy_replicas",
-                                                  "ready_replicas")}
+                                                  "ready_replicas", "loading_replicas", "desired_replicas",
+                                                  "billed_replicas", "held")}
 
     # ------------------------------------------------------------ processes
     def run(self) -> RawRecords:
         self.env.process(self._source())
         self.env.process(self._sampler())
+        if self.scaler is not None:
+            self.env.process(self.scaler.loop())
         self.env.run()
         return self._records()
 
@@ -144,13 +170,35 @@ class Engine:
             series["in_service"].append(sum(r.outstanding - len(r.queue) for r in self.replicas))
             series["busy_replicas"].append(sum(1 for r in self.replicas if r.busy))
             series["ready_replicas"].append(len(self.ready))
+            live = [r for r in self.replicas if r.gone_s is None]
+            series["loading_replicas"].append(sum(1 for r in live if r.state not in ("ready", "draining")))
+            series["desired_replicas"].append(self.scaler.desired if self.scaler else len(self.replicas))
+            series["billed_replicas"].append(len(live))
+            series["held"].append(len(self.held))
             if self.finished >= self.n and env.now >= self.horizon_s:
+                if self.scaler is not None:
+                    self.scaler.stop()
                 return
             yield env.timeout(dt)
 
     # ------------------------------------------------------------ events
     def _arrive(self, i: int) -> None:
+        if not self.ready:  # scaled to zero or all replicas gone: held at the activator
+            self.held.append(i)
+            if self.scaler is not None:
+                self.scaler.poke()
+            return
+        self._route(i)
+
+    def release_held(self) -> None:
+        """A replica became ready: route the requests held at the activator, oldest first."""
+        held, self.held = self.held, []
+        for i in held:
+            self._route(i)
+
+    def _route(self, i: int) -> None:
         rep = self.router.choose(self.ready)
+        rep.arrived += 1
         policy = self.policy
         if policy.timeout_s is not None:
             self._prune(rep)
@@ -212,8 +260,10 @@ class Engine:
         self._b_end.append(now + service_s)
         self._b_size.append(size)
         self._b_first.append(first)
+        rep.busy_accum += (rep.instances - rep.free) * (now - rep.last_change)
+        rep.last_change = now
         rep.free -= 1
-        self.env.timeout(service_s, (rep, size)).callbacks.append(self._on_done)
+        self.env.timeout(service_s, (rep, batch)).callbacks.append(self._on_done)
 
     def _on_timer(self, event) -> None:
         rep = event._value
@@ -222,11 +272,20 @@ class Engine:
         self._dispatch(rep)
 
     def _on_done(self, event) -> None:
-        rep, size = event._value
+        rep, batch = event._value
+        size = len(batch)
+        now = self.env._now
+        rep.busy_accum += (rep.instances - rep.free) * (now - rep.last_change)
+        rep.last_change = now
         rep.outstanding -= size
         rep.free += 1
         self.finished += size
+        if self.latency_sink is not None:
+            at = self._at
+            self.latency_sink.extend((now, now - at[i]) for i in batch)
         self._dispatch(rep)
+        if rep.draining and rep.outstanding == 0:
+            self.scaler.fleet.retire(rep)
 
     # ------------------------------------------------------------ output
     def _records(self) -> RawRecords:

@@ -16,9 +16,11 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from sim.errors import ScenarioError
+from sim.scaling_spec import AUTOSCALER_TYPES
 from sim.scenario import ARRIVAL_PROCESSES, SERVICE_TYPES, Scenario
 
-_UNION_TAGS = {"arrivals": set(ARRIVAL_PROCESSES), "service": set(SERVICE_TYPES)}
+_UNION_TAGS = {"arrivals": set(ARRIVAL_PROCESSES), "service": set(SERVICE_TYPES),
+               "autoscaler": set(AUTOSCALER_TYPES)}
 
 
 def load_scenario(path: str | Path) -> Scenario:
@@ -27,7 +29,9 @@ def load_scenario(path: str | Path) -> Scenario:
     if not path.is_file():
         raise ScenarioError(f"scenario file {str(path)!r} not found")
     try:
-        data = yaml.safe_load(path.read_text())
+        data = yaml.load(path.read_text(), Loader=_StrictLoader)  # a SafeLoader subclass
+    except _DuplicateKey as exc:
+        raise ScenarioError(f"{path}: {exc}") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
@@ -41,10 +45,32 @@ def scenario_from_dict(data: dict[str, Any], base_dir: str | Path = ".", source:
     """Validate a plain dict (as YAML gives it) into a Scenario."""
     data = dict(data)
     data["base_dir"] = str(base_dir)
+    data = _expand_manifests(data, base_dir)
     try:
         return Scenario.model_validate(data)
     except ValidationError as exc:
         raise ScenarioError(f"{source}: {describe(exc, Scenario)}") from None
+
+
+def _expand_manifests(data: dict[str, Any], base_dir: str | Path) -> dict[str, Any]:
+    """``autoscaler: {from_manifest: hpa.yaml[, deployment: deploy.yaml]}`` → a plain hpa section."""
+    auto = data.get("autoscaler")
+    if not isinstance(auto, dict) or "from_manifest" not in auto or auto.get("type") not in (None, "hpa"):
+        return data
+    from sim.manifests import deployment_overrides, hpa_from_manifest
+
+    auto = dict(auto)
+    deployment = auto.pop("deployment", None)
+    if auto.get("type") == "hpa" and isinstance(auto.get("metrics"), list):
+        return data  # already expanded (a dumped scenario keeps from_manifest as provenance)
+    auto.pop("type", None)
+    data["autoscaler"] = hpa_from_manifest(auto, base_dir)
+    if deployment:
+        replicas, cold = deployment_overrides(deployment, base_dir)
+        if replicas is not None:
+            data["autoscaler"].setdefault("initial_replicas", replicas)
+        data["cold_start"] = {**cold, **(data.get("cold_start") or {})}
+    return data
 
 
 def scenario_to_dict(scenario: Scenario) -> dict[str, Any]:
@@ -67,7 +93,27 @@ def apply_updates(scenario: Scenario, updates: dict[str, Any]) -> Scenario:
                 raise ScenarioError(f"{dotted} = {value!r}: no section {part!r} in the scenario")
             node = node[part]
         node[parts[-1]] = value
-    return scenario_from_dict(data, base_dir=scenario.base_dir, source="scenario")
+    changed = ", ".join(f"{k}={v!r}" for k, v in updates.items())
+    return scenario_from_dict(data, base_dir=scenario.base_dir, source=f"scenario with {changed}")
+
+
+class _DuplicateKey(yaml.YAMLError):
+    pass
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """safe_load, except that a key given twice in one mapping is an error (YAML keeps the last)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen: dict[object, int] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            line = key_node.start_mark.line + 1
+            if isinstance(key, str) and key in seen:
+                raise _DuplicateKey(f"key {key!r} appears twice (lines {seen[key]} and {line}); "
+                                    "YAML would silently keep the last, remove one")
+            seen[key] = line
+        return super().construct_mapping(node, deep=deep)
 
 
 # ---------------------------------------------------------------- error text
@@ -122,7 +168,7 @@ def _one(err: dict[str, Any], model: type[BaseModel]) -> str:
     if kind == "literal_error":
         msg = "must be " + msg.removeprefix("Input should be ")
     else:
-        msg = msg.replace("Input should be", "must be")
+        msg = msg.replace("Input should be", "must be").replace("should have", "must have")
     if kind.startswith(("model_", "value_error")) and isinstance(value, dict):
         return f"{key or 'scenario'}: {msg}"
     return f"{key} = {value!r}: {msg}"

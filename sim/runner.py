@@ -15,12 +15,14 @@ import numpy as np
 import pandas as pd
 
 from sim.arrivals import arrival_times
+from sim.autoscalers import attach_autoscaler
 from sim.engine import OUTCOMES, Engine, RawRecords
 from sim.errors import ScenarioError
 from sim.metrics import replicate_summary, summarize
 from sim.routers import build_router
 from sim.scenario import Scenario, mean_rate_rps
 from sim.service import build_service
+from sim.timeline import enrich_timeseries
 
 STREAMS = ("arrivals", "service", "routing", "lifecycle")
 
@@ -84,8 +86,10 @@ def run_once(scenario: Scenario, seed: int, replication: int = 0):
                             f"({horizon:.6g} s, the last of {arrivals.size} arrivals)")
     interval = scenario.run.sample_interval_s or max(horizon / 600.0, 0.01)
     engine = Engine(scenario, arrivals, service, router, sample_interval_s=interval, horizon_s=horizon)
+    attach_autoscaler(engine, scenario, rng["lifecycle"], getattr(service, "profile", None))
     raw = engine.run()
     requests, batches, timeseries, replicas = to_frames(raw)
+    timeseries = enrich_timeseries(timeseries, requests, batches, replicas, scenario, interval)
     summary = summarize(
         requests, batches, replicas,
         warmup_s=scenario.run.warmup_s, horizon_s=horizon,
@@ -100,7 +104,9 @@ def run_once(scenario: Scenario, seed: int, replication: int = 0):
 def fleet_capacity_rps(scenario: Scenario, service) -> float:
     """Most requests/s the fleet can serve: every instance running its most efficient batch size."""
     best = max(service.capacity_rps(b) for b in range(1, scenario.batching.max_batch_size + 1))
-    return best * scenario.fleet.replicas * scenario.fleet.instances_per_replica
+    spec = scenario.autoscaler
+    replicas = scenario.fleet.replicas if spec.type == "static" else spec.max_replicas
+    return best * replicas * scenario.fleet.instances_per_replica
 
 
 def to_frames(raw: RawRecords):
@@ -137,5 +143,7 @@ def to_frames(raw: RawRecords):
         "created_s": [r.created_s for r in raw.replicas],
         "ready_s": [r.ready_s for r in raw.replicas],
         "gone_s": [r.gone_s if r.gone_s is not None else math.inf for r in raw.replicas],
+        "up_s": [r.up_s for r in raw.replicas],
+        "container_s": [r.container_s for r in raw.replicas],
     })
     return requests, batches, timeseries, replicas

@@ -12,16 +12,10 @@ import math
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
-PositiveFloat = Annotated[float, Field(gt=0, allow_inf_nan=False)]
-NonNegFloat = Annotated[float, Field(ge=0, allow_inf_nan=False)]
-
-
-class Section(BaseModel):
-    """Base of every scenario section: frozen, unknown keys rejected."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
+from sim.scaling_spec import Autoscaler, ColdStart, Static
+from sim.scenario_base import NonNegFloat, PositiveFloat, Section
 
 
 # ---------------------------------------------------------------- arrivals
@@ -210,7 +204,8 @@ class Run(Section):
         if self.duration_s is None and self.requests is None:
             raise ValueError("give duration_s or requests")
         if self.duration_s is not None and self.requests is not None:
-            raise ValueError("give duration_s or requests, not both")
+            raise ValueError(f"give duration_s or requests, not both (got duration_s = {self.duration_s}, "
+                             f"requests = {self.requests})")
         if self.duration_s is not None and self.warmup_s >= self.duration_s:
             raise ValueError(f"warmup_s ({self.warmup_s}) must be below duration_s ({self.duration_s})")
         return self
@@ -226,6 +221,9 @@ class Scenario(Section):
     slo: SLO = Field(default_factory=SLO)
     cost: Cost = Field(default_factory=Cost)
     run: Run
+    autoscaler: Autoscaler = Field(default_factory=Static, description="How the replica count changes; "
+                                   "`type` picks static, hpa, kpa or ray_serve.")
+    cold_start: ColdStart = Field(default_factory=ColdStart, description="Phases a new replica goes through.")
     base_dir: str = Field(default=".", exclude=True, description="Directory relative paths resolve from.")
 
     @model_validator(mode="after")

@@ -64,6 +64,7 @@ class ProfileSampler(ServiceSampler):
                 f"({profile.path}) measured batch sizes up to {sizes[-1]} only; lower max_batch_size or "
                 "calibrate larger sizes"
             )
+        self.profile = profile
         self._uniform = BufferedStream(lambda r, n: r.random(n), rng)
         self._speedup = speedup
         # Per batch size 1..max: (lower samples, upper samples, weight of upper, host overhead samples).
