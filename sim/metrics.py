@@ -74,11 +74,17 @@ def summarize(requests: pd.DataFrame, batches: pd.DataFrame, replicas: pd.DataFr
     b_start = batches["start_s"].to_numpy()
     b_end = batches["end_s"].to_numpy()
     b_in = (b_start >= warmup_s) & (b_start < horizon_s)
-    util = []
+    util, busy_total, capacity_total = [], 0.0, 0.0
+    b_rep = batches["replica"].to_numpy()
     for rep, inst, born, gone in replicas[["replica", "instances", "created_s", "gone_s"]].itertuples(index=False):
-        mask = batches["replica"].to_numpy() == rep
         t0, t1 = max(warmup_s, born), min(horizon_s, gone)
-        util.append(busy_seconds(b_start[mask], b_end[mask], t0, t1) / (inst * (t1 - t0)) if t1 > t0 else 0.0)
+        if t1 <= t0:
+            continue
+        mask = b_rep == rep
+        busy = busy_seconds(b_start[mask], b_end[mask], t0, t1)
+        util.append(busy / (inst * (t1 - t0)))
+        busy_total += busy
+        capacity_total += inst * (t1 - t0)
     billed_s = np.clip(np.minimum(replicas["gone_s"].to_numpy(), horizon_s) - replicas["created_s"].to_numpy(), 0,
                        None)
     gpu_hours = float(billed_s.sum() / 3600.0)
@@ -104,7 +110,7 @@ def summarize(requests: pd.DataFrame, batches: pd.DataFrame, replicas: pd.DataFr
         "requests_rejected": int((outcome == "rejected").sum()),
         "requests_timed_out": int((outcome == "timed_out").sum()),
         "mean_batch_size": float(batches["size"].to_numpy()[b_in].mean()) if b_in.any() else math.nan,
-        "utilization": float(np.mean(util)) if util else math.nan,
+        "utilization": busy_total / capacity_total if capacity_total > 0 else math.nan,
         "utilization_max": float(np.max(util)) if util else math.nan,
         "replicas_mean": float(billed_s.sum() / horizon_s) if horizon_s > 0 else math.nan,
         "gpu_hours": gpu_hours,
