@@ -15,9 +15,9 @@ $(STAMP): pyproject.toml constraints.txt
 
 setup: $(STAMP)
 
-# The main job on the built-in default.
+# The what-if dashboard on the built-in default scenario (examples/fraud_mlp.yaml).
 run: setup
-	$(VENV)/bin/capsim run
+	$(VENV)/bin/capsim dashboard --port 8501 --headless
 
 # The default example through the simulator CLI, printing its table.
 simulate: setup

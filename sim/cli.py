@@ -26,6 +26,7 @@ COMMAND_MODULES = (
     "sim.commands.sweep_cmd",
     "calibration.bench_serve",
     "sim.commands.validate_cmd",
+    "sim.commands.dashboard_cmd",
 )
 
 

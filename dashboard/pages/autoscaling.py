@@ -1,0 +1,3 @@
+from dashboard.views import autoscaling
+
+autoscaling.render()

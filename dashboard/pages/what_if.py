@@ -1,0 +1,3 @@
+from dashboard.views import what_if
+
+what_if.render()

@@ -1,0 +1,148 @@
+"""The loaded (baseline) scenario and uploaded files, kept in the session.
+
+The baseline is held as YAML text plus the directory its relative paths resolve from, so cached
+computations can key on plain strings. Uploads are written once, content-addressed, under the
+system temp directory, so a scenario can refer to an uploaded trace or profile by path.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import streamlit as st
+
+from sim.errors import CapsimError, ProfileError, TraceError
+from sim.loader import dump_scenario
+from sim.scenario import Scenario
+from sim.whatif import scenario_from_yaml_text
+
+REPO = Path(__file__).resolve().parent.parent
+DEFAULT_SCENARIO = REPO / "examples" / "fraud_mlp.yaml"
+UPLOAD_DIR = Path(tempfile.gettempdir()) / "capsim-dashboard"
+_KEY = "capsim_baseline"
+
+
+@dataclass(frozen=True)
+class Baseline:
+    yaml_text: str
+    base_dir: str
+    source: str  # where it came from, in words
+
+    @property
+    def scenario(self) -> Scenario:
+        return scenario_from_yaml_text(self.yaml_text, self.base_dir, self.source)
+
+
+def default_baseline() -> Baseline:
+    return Baseline(DEFAULT_SCENARIO.read_text(), str(DEFAULT_SCENARIO.parent),
+                    f"{DEFAULT_SCENARIO.relative_to(REPO)} (built-in default)")
+
+
+def baseline() -> Baseline:
+    if _KEY not in st.session_state:
+        st.session_state[_KEY] = default_baseline()
+    return st.session_state[_KEY]
+
+
+def set_baseline(text: str, source: str, base_dir: str | None = None) -> Scenario:
+    """Validate and adopt a scenario; raises CapsimError (and keeps the old one) when invalid."""
+    base_dir = base_dir or str(DEFAULT_SCENARIO.parent)
+    scenario = scenario_from_yaml_text(text, base_dir, source)
+    st.session_state[_KEY] = Baseline(dump_scenario(scenario), base_dir, source)
+    return scenario
+
+
+def store_upload(data: bytes, suffix: str) -> Path:
+    """Write uploaded bytes once under a content-addressed name; return the path."""
+    UPLOAD_DIR.mkdir(parents=True, exist_ok=True)
+    path = UPLOAD_DIR / (hashlib.sha256(data).hexdigest()[:20] + suffix)
+    if not path.exists():
+        tmp = path.with_suffix(path.suffix + ".part")
+        tmp.write_bytes(data)
+        tmp.replace(path)
+    return path
+
+
+def stored_trace(data: bytes, name: str, column: str) -> Path:
+    """Store an uploaded trace and check it reads as arrival times; TraceError names the upload."""
+    from sim.arrivals import read_trace
+
+    path = store_upload(data, ".parquet" if name.lower().endswith((".parquet", ".pq")) else ".csv")
+    try:
+        read_trace(path, column)
+    except TraceError as exc:
+        raise TraceError(str(exc).replace(str(path), name)) from None
+    return path
+
+
+def trace_columns(data: bytes, name: str) -> list[str]:
+    import io
+
+    import pandas as pd
+
+    try:
+        if name.lower().endswith((".parquet", ".pq")):
+            return [str(c) for c in pd.read_parquet(io.BytesIO(data)).columns]
+        return [str(c) for c in pd.read_csv(io.BytesIO(data), nrows=5).columns]
+    except Exception as exc:  # noqa: BLE001 - any reader failure is the user's file
+        raise TraceError(f"{name}: cannot read as a table: {exc}") from None
+
+
+def stored_profile(data: bytes, name: str) -> Path:
+    """Validate an uploaded profile JSON and store it; ProfileError names the upload."""
+    from sim.profile import profile_from_dict
+
+    try:
+        doc = json.loads(data.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ProfileError(f"{name}: not valid JSON ({exc})") from None
+    profile_from_dict(doc, name)
+    return store_upload(data, ".json")
+
+
+# ---------------------------------------------------------------- the sidebar loader
+def scenario_sidebar() -> None:
+    """Upload / edit / reset the baseline scenario (every page shows it first in the sidebar)."""
+    with st.sidebar.expander("Scenario", expanded=False):
+        upload = st.file_uploader("Upload a scenario YAML", type=["yaml", "yml"], key="scenario_upload")
+        if upload is not None and st.session_state.get("scenario_upload_id") != upload.file_id:
+            st.session_state["scenario_upload_id"] = upload.file_id
+            st.session_state.pop("scenario_error", None)
+            try:
+                set_baseline(upload.getvalue().decode("utf-8", errors="replace"), f"uploaded {upload.name}")
+            except CapsimError as exc:
+                st.session_state["scenario_error"] = str(exc)
+        with st.form("scenario_yaml_form", border=False):
+            text = st.text_area("Or edit the baseline as YAML", value=baseline().yaml_text, height=220,
+                                key="scenario_yaml_" + hashlib.sha1(baseline().yaml_text.encode()).hexdigest()[:10])
+            if st.form_submit_button("Apply YAML"):
+                st.session_state.pop("scenario_error", None)
+                try:
+                    set_baseline(text, "edited in the dashboard", baseline().base_dir)
+                except CapsimError as exc:
+                    st.session_state["scenario_error"] = str(exc)
+        if st.button("Reset to the built-in default"):
+            st.session_state[_KEY] = default_baseline()
+            st.session_state.pop("scenario_error", None)
+
+
+def page_start(title: str) -> Scenario:
+    """Title, the scenario loader in the sidebar and the line naming the loaded scenario; returns it."""
+    st.title(title)
+    scenario_sidebar()
+    scenario = baseline().scenario
+    scenario_caption(scenario)
+    return scenario
+
+
+def scenario_caption(scenario: Scenario | None = None) -> None:
+    """One line naming the loaded scenario and where it came from."""
+    b = baseline()
+    name = scenario.name if scenario is not None else b.scenario.name
+    st.caption(f"Scenario **{name}** — from {b.source}")
+    if st.session_state.get("scenario_error"):
+        st.error(f"Scenario not loaded (the previous one is kept): {st.session_state['scenario_error']}")

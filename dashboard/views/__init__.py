@@ -1,0 +1,1 @@
+"""One module per dashboard page: ``render()`` draws it. The files in ``dashboard/pages/`` only call these."""

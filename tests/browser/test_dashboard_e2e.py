@@ -1,0 +1,175 @@
+"""End to end: the real Streamlit server, driven in headless Debian chromium through playwright.
+
+Loads the What-if page, changes the replica count and checks the p99 shown changes; uploads a
+broken scenario and checks the page shows an error, not a traceback; visits every page. Screenshots
+go to the test's tmp_path and are copied to /tmp/capsim-shots/ for people to look at.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.browser
+
+APP = Path(__file__).resolve().parents[2] / "dashboard" / "app.py"
+SHOTS = Path("/tmp/capsim-shots")
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync"]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _wait_healthy(url: str, proc: subprocess.Popen, timeout_s: float = 90.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"streamlit exited early with code {proc.returncode}")
+        try:
+            with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as r:
+                if r.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.3)
+    raise TimeoutError(f"{url}/_stcore/health did not answer within {timeout_s:.0f} s")
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    port = _free_port()
+    log = tmp_path_factory.mktemp("server") / "streamlit.log"
+    cmd = [sys.executable, "-m", "streamlit", "run", str(APP), "--server.headless", "true",
+           "--server.port", str(port), "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false",
+           "--server.fileWatcherType", "none"]
+    with open(log, "w") as out:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, cwd=APP.parent.parent)
+        try:
+            url = f"http://127.0.0.1:{port}"
+            _wait_healthy(url, proc)
+            yield url
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout=5)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    exe = shutil.which("chromium")
+    if exe is None:
+        pytest.skip("chromium is not installed (scripts/install_browser.sh installs Debian's)")
+    sync_api = pytest.importorskip("playwright.sync_api")
+    with sync_api.sync_playwright() as p:
+        b = p.chromium.launch(executable_path=exe, args=CHROMIUM_ARGS)
+        try:
+            yield b
+        finally:
+            b.close()
+
+
+@pytest.fixture
+def page(browser):
+    context = browser.new_context(viewport={"width": 1280, "height": 800})
+    pg = context.new_page()
+    pg.set_default_timeout(60_000)
+    try:
+        yield pg
+    finally:
+        context.close()
+
+
+def _shot(page, tmp_path: Path, name: str) -> Path:
+    path = tmp_path / f"{name}.png"
+    page.screenshot(path=str(path))
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    shutil.copy(path, SHOTS / path.name)
+    return path
+
+
+def _settled(page) -> None:
+    """Wait until the script run is over (the running indicator gone) and nothing is stale."""
+    page.wait_for_timeout(300)
+    page.wait_for_function(
+        "() => !document.querySelector('[data-testid=\"stStatusWidget\"]') && "
+        "!document.querySelector('[data-stale=\"true\"]')", timeout=60_000)
+
+
+def _metric(page, label: str) -> str:
+    card = page.locator('[data-testid="stMetric"]').filter(has_text=label).first
+    return card.locator('[data-testid="stMetricValue"]').inner_text().strip()
+
+
+def test_what_if_p99_changes_with_replicas(server, page, tmp_path):
+    page.goto(server)
+    page.get_by_text("p99 latency").first.wait_for()
+    _settled(page)
+    expect_name = page.get_by_text(re.compile(r"Scenario\s+fraud-mlp"))
+    assert expect_name.count() >= 1
+    before = _metric(page, "p99 latency")
+    assert before.endswith("ms")
+    _shot(page, tmp_path, "01_what_if_default")
+
+    box = page.get_by_label("Replicas (GPUs)")
+    box.fill("1")
+    box.press("Enter")
+    deadline = time.monotonic() + 60
+    after = before
+    while after == before and time.monotonic() < deadline:
+        page.wait_for_timeout(250)
+        after = _metric(page, "p99 latency")
+    _settled(page)
+    after = _metric(page, "p99 latency")
+    assert after != before, f"p99 stayed at {before} after changing replicas"
+    assert page.get_by_text("Candidate").first.is_visible()
+    _shot(page, tmp_path, "02_what_if_one_replica")
+
+    page.get_by_role("tab", name="Timeline").click()
+    page.wait_for_timeout(1500)
+    page.get_by_role("tab", name="Timeline").scroll_into_view_if_needed()
+    _shot(page, tmp_path, "03_what_if_timeline")
+
+
+def test_bad_scenario_upload_shows_error(server, page, tmp_path):
+    page.goto(server)
+    page.get_by_text("p99 latency").first.wait_for()
+    _settled(page)
+    page.get_by_text("Scenario", exact=True).first.click()
+    page.locator('[data-testid="stFileUploaderDropzoneInput"]').first.set_input_files(
+        files=[{"name": "broken.yaml", "mimeType": "application/x-yaml",
+                "buffer": b"workload:\n  arrivals: {process: poison, rate_rps: 10}\n"}])
+    page.get_by_text("Scenario not loaded").first.wait_for()
+    _settled(page)
+    assert page.locator('[data-testid="stException"]').count() == 0
+    assert "did you mean 'poisson'" in page.locator('[data-testid="stAlert"]').first.inner_text()
+    _shot(page, tmp_path, "04_bad_upload_error")
+
+
+@pytest.mark.parametrize("path,heading", [("batching", "Batching trade-off"), ("autoscaling", "Autoscaling"),
+                                          ("calibration", "Calibration"), ("planner", "Planner")])
+def test_pages_render(server, page, tmp_path, path, heading):
+    page.goto(f"{server}/{path}")
+    page.get_by_role("heading", name=heading).first.wait_for()
+    _settled(page)
+    page.wait_for_timeout(800)  # let the charts draw
+    assert page.locator('[data-testid="stException"]').count() == 0
+    _shot(page, tmp_path, f"05_{path}")
+    page.mouse.move(800, 500)
+    page.mouse.wheel(0, 700)
+    page.wait_for_timeout(600)
+    _shot(page, tmp_path, f"06_{path}_scrolled")

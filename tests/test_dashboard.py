@@ -1,0 +1,202 @@
+"""The dashboard pages under streamlit's AppTest: defaults render, inputs move the numbers, bad input
+shows an error (never an exception). Runs share st.cache_data within the process, so the baseline
+is simulated once."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("streamlit")
+from streamlit.testing.v1 import AppTest  # noqa: E402
+
+from sim import whatif  # noqa: E402
+from sim.loader import load_scenario  # noqa: E402
+
+APP = str(Path(__file__).resolve().parents[1] / "dashboard" / "app.py")
+SID = whatif.scenario_key(load_scenario(Path(APP).parents[1] / "examples" / "fraud_mlp.yaml"))
+
+
+def _app(page: str | None = None, **state) -> AppTest:
+    at = AppTest.from_file(APP, default_timeout=120)
+    for key, value in state.items():
+        at.session_state[key] = value
+    at.run()
+    if page:
+        at.switch_page(f"pages/{page}.py").run()
+    assert not at.exception, at.exception
+    return at
+
+
+def _metric(at: AppTest, label: str) -> str:
+    return next(m.value for m in at.metric if m.label == label)
+
+
+def _key(at: AppTest, suffix: str):
+    return next(w for w in at.number_input if w.key and w.key.endswith(suffix))
+
+
+def _errors(at: AppTest) -> list[str]:
+    return [e.value for e in at.error]
+
+
+# ---------------------------------------------------------------- what-if
+def test_what_if_default_renders_with_units():
+    at = _app()
+    assert not _errors(at)
+    assert any("fraud-mlp" in c.value and "built-in default" in c.value for c in at.caption)
+    for label in ("p50 latency", "p95 latency", "p99 latency"):
+        assert _metric(at, label).endswith("ms")
+    assert _metric(at, "Cost per hour").endswith("/h")
+    assert _metric(at, "Within SLO").endswith("%")
+
+
+def test_what_if_fewer_replicas_changes_numbers():
+    at = _app()
+    p99, cost = _metric(at, "p99 latency"), _metric(at, "Cost per hour")
+    _key(at, ":replicas").set_value(1).run()
+    assert not at.exception and not _errors(at)
+    assert _metric(at, "p99 latency") != p99
+    assert _metric(at, "Cost per hour") == "$0.34/h" != cost
+    table = at.table[0].value
+    assert list(table.columns) == ["baseline", "candidate", "change"]
+
+
+def test_what_if_overload_warns_and_withholds_p99():
+    at = _app()
+    _key(at, ":rate").set_value(40_000.0)  # one replica serves about 32,500 req/s at most
+    _key(at, ":replicas").set_value(1)
+    _key(at, ":duration").set_value(4.0)
+    at.run()
+    assert not at.exception
+    assert any("unstable" in w.value for w in at.warning)
+    assert _metric(at, "p99 latency") == "—"
+
+
+def test_what_if_too_large_a_run_is_an_error():
+    at = _app()
+    _key(at, ":rate").set_value(900_000.0)
+    at.run()
+    assert not at.exception
+    assert any("dashboard allows" in e for e in _errors(at))
+
+
+def test_what_if_bad_preferred_sizes_is_an_error():
+    at = _app()
+    next(t for t in at.text_input if t.key.endswith(":pref")).set_value("0, abc").run()
+    assert not at.exception
+    assert any("preferred_batch_sizes" in e for e in _errors(at))
+
+
+def test_what_if_trace_with_nan_is_an_error_and_good_trace_runs():
+    at = _app()
+    next(s for s in at.selectbox if s.key.endswith(":pattern")).set_value("trace").run()
+    uploader = next(u for u in at.file_uploader if u.key.endswith(":trace_file"))
+    uploader.set_value(("bad.csv", b"arrival_s\n0.1\nnan\n0.3\n", "text/csv")).run()
+    assert not at.exception
+    assert any("bad.csv" in e and "row 2" in e for e in _errors(at))
+    times = "\n".join(f"{i * 0.002:.4f}" for i in range(5000))
+    next(u for u in at.file_uploader if u.key.endswith(":trace_file")).set_value(
+        ("good.csv", f"arrival_s\n{times}\n".encode(), "text/csv")).run()
+    assert not at.exception and not _errors(at)
+    assert _metric(at, "p99 latency").endswith("ms")
+
+
+def test_what_if_bad_profile_upload_is_an_error():
+    at = _app()
+    next(s for s in at.selectbox if s.key.endswith(":profile")).set_value("__upload__").run()
+    next(u for u in at.file_uploader if u.key.endswith(":profile_file")).set_value(
+        ("p.json", json.dumps({"schema": "capsim.profile/1", "kind": "measured"}).encode(), "application/json")).run()
+    assert not at.exception
+    assert any(e.startswith("p.json:") for e in _errors(at))
+
+
+def test_bad_scenario_upload_keeps_the_old_one():
+    at = _app()
+    at.file_uploader(key="scenario_upload").set_value(("s.yaml", b"workload: [unclosed", "application/x-yaml")).run()
+    assert not at.exception
+    assert any("Scenario not loaded" in e and "not valid YAML" in e for e in _errors(at))
+    assert _metric(at, "p99 latency").endswith("ms")
+
+
+def test_uploaded_scenario_becomes_the_baseline():
+    text = (Path(APP).parents[1] / "examples" / "fraud_mlp.yaml").read_text()
+    text = text.replace("name: fraud-mlp", "name: fraud-small").replace("duration_s: 30", "duration_s: 5")
+    at = _app()
+    at.file_uploader(key="scenario_upload").set_value(("small.yaml", text.encode(), "application/x-yaml")).run()
+    assert not at.exception and not _errors(at)
+    assert any("fraud-small" in c.value and "uploaded small.yaml" in c.value for c in at.caption)
+
+
+# ---------------------------------------------------------------- other pages
+def test_batching_page_grid_and_theory():
+    at = _app("batching", bt_sizes=[1, 16], bt_delays=[0.0, 1.0], bt_n=5_000)
+    assert not _errors(at)
+    before = at.dataframe[0].value
+    assert len(before) == 4 and before["p99"].str.endswith("ms").all()
+    assert any("1/(μ − λ)" in m.value for m in at.markdown)
+    at.multiselect(key="bt_sizes").set_value([1, 32]).run()
+    assert not at.exception
+    assert not at.dataframe[0].value.equals(before)
+    at.multiselect(key="bt_delays").set_value([]).run()
+    assert not at.exception and _errors(at)
+
+
+def test_autoscaling_page_scales_and_reports_bad_bounds():
+    at = _app("autoscaling", **{f"{SID}:as_rate": 1500.0, f"{SID}:as_duration": 20.0})
+    assert not _errors(at)
+    table = at.table[0].value
+    assert list(table.columns) == ["static fleet", "autoscaled fleet"]
+    _key(at, ":as_max").set_value(1).run()
+    assert not at.exception
+    _key(at, ":as_min").set_value(3).run()
+    assert not at.exception
+    assert any("max_replicas" in e for e in _errors(at))
+
+
+def test_calibration_page_switches_profiles_and_rejects_bad_json():
+    at = _app("calibration")
+    assert not _errors(at)
+    weights = _metric(at, "Weights")
+    at.selectbox(key="cal_profile").set_value("h100-resnet50-fp16").run()
+    assert not at.exception and _metric(at, "Weights") != weights
+    at.selectbox(key="cal_profile").set_value("upload a profile JSON…").run()
+    at.file_uploader(key="cal_upload").set_value(("x.json", b"{not json", "application/json")).run()
+    assert not at.exception
+    assert any("not valid JSON" in e for e in _errors(at))
+
+
+def test_planner_page_says_it_is_coming_without_the_planner(monkeypatch):
+    from dashboard.views import planner
+
+    monkeypatch.setattr(planner, "planner_available", lambda: False)
+    at = _app("planner")
+    assert any("coming" in i.value for i in at.info)
+
+
+def test_planner_page_waits_for_the_button():
+    from dashboard.views import planner
+
+    if not planner.planner_available():
+        pytest.skip("sim.planner not there yet")
+    at = _app("planner", **{f"{SID}:pl_sizes": [8], f"{SID}:pl_delays": [0.0], f"{SID}:pl_n": 5_000})
+    assert any("Run the planner" in i.value for i in at.info)
+    at.button(key=f"{SID}:pl_go").click().run()
+    assert not at.exception and not _errors(at)
+    assert any(s.value.startswith("Recommended:") and "/h" in s.value for s in at.success)
+    assert at.dataframe[0].value["cost"].str.endswith("/h").all()
+
+
+# ---------------------------------------------------------------- the command
+def test_dashboard_command_line():
+    from sim.cli import build_parser
+    from sim.commands import dashboard_cmd
+
+    args = build_parser().parse_args(["dashboard", "--port", "8599", "--headless"])
+    assert args.func is dashboard_cmd.main
+    cmd = dashboard_cmd.command(args.port, args.address, args.headless)
+    assert cmd[1:4] == ["-m", "streamlit", "run"] and cmd[4].endswith("dashboard/app.py")
+    assert cmd[cmd.index("--server.port") + 1] == "8599"
+    assert cmd[cmd.index("--server.headless") + 1] == "true"
