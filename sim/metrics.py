@@ -44,6 +44,7 @@ def is_unstable(offered_rps: float, capacity_rps: float, slope_rps: float, backl
                 backlog_mid: float) -> bool:
     """Overloaded if the offered rate reaches capacity, or the backlog visibly grows to the end.
 
+    ``capacity_rps`` 0 skips the first rule (a bounded queue sheds the excess and stays finite).
     Empirical rule (for traffic whose mean rate is not known, e.g. traces and spikes): the backlog
     grows by more than 5% of the offered rate over the last half of the horizon and ends above
     both 50 requests and twice its mid-horizon level.
@@ -56,7 +57,7 @@ def is_unstable(offered_rps: float, capacity_rps: float, slope_rps: float, backl
 
 def summarize(requests: pd.DataFrame, batches: pd.DataFrame, replicas: pd.DataFrame, *, warmup_s: float,
               horizon_s: float, slo_latency_s: float, slo_percentile: float, usd_per_replica_hour: float,
-              offered_rps: float, capacity_rps: float) -> dict[str, float | int | bool]:
+              offered_rps: float, capacity_rps: float, queue_bounded: bool = False) -> dict[str, float | int | bool]:
     """The flat summary of one run (keys as in summary.json)."""
     window = horizon_s - warmup_s
     arr = requests["arrival_s"].to_numpy()
@@ -94,7 +95,9 @@ def summarize(requests: pd.DataFrame, batches: pd.DataFrame, replicas: pd.DataFr
     _, backlog, slope = backlog_trend(arr, done, horizon_s)
     arrived_rps = n_total / window if window > 0 else math.nan
     offered = offered_rps if math.isfinite(offered_rps) else arrived_rps
-    unstable = is_unstable(offered, capacity_rps, slope, float(backlog[-1]), float(backlog[0]))
+    # A bounded queue (queue limit or timeouts) sheds the excess: only a growing backlog is unstable.
+    unstable = is_unstable(offered, 0.0 if queue_bounded else capacity_rps, slope, float(backlog[-1]),
+                           float(backlog[0]))
     throughput = n_served / window if window > 0 else math.nan
 
     summary: dict[str, float | int | bool] = {

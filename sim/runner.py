@@ -80,7 +80,9 @@ def run_once(scenario: Scenario, seed: int, replication: int = 0):
                             "raise run.duration_s or the rate")
     service = build_service(scenario, rng["service"])
     router = build_router(scenario.fleet.router, rng["routing"])
-    horizon = scenario.run.duration_s if scenario.run.duration_s is not None else float(arrivals[-1])
+    # A request-count run ends just after its last arrival, so the window [warmup, horizon) holds all N.
+    horizon = (scenario.run.duration_s if scenario.run.duration_s is not None
+               else float(np.nextafter(arrivals[-1], np.inf)))
     if scenario.run.warmup_s >= horizon:
         raise ScenarioError(f"run.warmup_s = {scenario.run.warmup_s}: must be below the horizon "
                             f"({horizon:.6g} s, the last of {arrivals.size} arrivals)")
@@ -97,6 +99,7 @@ def run_once(scenario: Scenario, seed: int, replication: int = 0):
         usd_per_replica_hour=scenario.cost.usd_per_replica_hour,
         offered_rps=mean_rate_rps(scenario.workload.arrivals),
         capacity_rps=fleet_capacity_rps(scenario, service),
+        queue_bounded=bool(scenario.batching.max_queue_size or scenario.batching.timeout_s),
     )
     return requests, batches, timeseries, replicas, summary
 

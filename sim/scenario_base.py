@@ -13,4 +13,4 @@ NonNegFloat = Annotated[float, Field(ge=0, allow_inf_nan=False)]
 class Section(BaseModel):
     """Base of every scenario section: frozen, unknown keys rejected."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)  # `true` is not a batch size

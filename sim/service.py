@@ -131,4 +131,15 @@ def resolve_profile(scenario):
     """Load the profile a scenario names: a shipped profile's name or a path from the scenario dir."""
     from sim.profile import load_profile, resolve_profile_path
 
-    return load_profile(resolve_profile_path(scenario.service.profile, scenario.base_dir))
+    try:
+        return load_profile(resolve_profile_path(scenario.service.profile, scenario.base_dir))
+    except ProfileError as exc:
+        text = str(exc)
+        if text.startswith("profile = "):
+            import difflib
+
+            from sim.profile import list_builtin_profiles
+
+            hint = difflib.get_close_matches(scenario.service.profile, list_builtin_profiles(), n=1, cutoff=0.6)
+            text = "service." + text + (f"; did you mean {hint[0]!r}?" if hint else "")
+        raise ProfileError(text) from None

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -155,8 +154,6 @@ def test_arrival_stream_does_not_depend_on_the_configuration():
     np.testing.assert_array_equal(one.requests["arrival_s"], other.requests["arrival_s"])
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: with run.requests = N the horizon is the last arrival and the "
-                   "window [warmup_s, horizon) leaves that arrival out, so summary counts N - 1 requests")
 def test_summary_counts_every_requested_arrival():
     sc = sim.scenario_from_dict({
         "workload": {"arrivals": {"process": "poisson", "rate_rps": 500}},

@@ -153,9 +153,6 @@ def test_overload_is_flagged_unstable():
     assert math.isfinite(s["latency_p99_observed_s"])
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: metrics.is_unstable flags any run with offered >= capacity, but a "
-                   "bounded queue (max_queue_size) rejects the excess and has a steady state; its latency "
-                   "percentiles are withheld although the backlog stays bounded")
 def test_bounded_queue_under_overload_is_not_unstable():
     """λ = 2 × capacity onto a queue of at most 10: half is rejected, the rest sees bounded latency."""
     sc = scenario(2000.0, requests=40_000, warmup_s=2.0, batching={"max_queue_size": 10})

@@ -44,5 +44,5 @@ def main(args) -> int:
         print_summary(result)
     if args.out:
         out = write_run(result, args.out)
-        print(f"wrote {out}/summary.json, requests.parquet, timeseries.parquet")
+        print(f"wrote {out}/ (summary.json, scenario.yaml, requests, batches, timeseries and replicas .parquet)")
     return 0
