@@ -1,0 +1,278 @@
+"""Simulation against a real server: replay a ``capsim bench-serve`` run through the simulator.
+
+The simulator gets the run's own arrival times (a trace), the same batching settings and replica
+count, and a service model (a profile, ideally calibrated on the same machine with the same thread
+count). Both sides are then reduced to the same figures by the same pure functions, and the relative
+error ``(sim - real) / real`` of each is reported. No torch here: calibrating first is
+``capsim validate --calibrate``, which runs ``capsim calibrate`` in a child process.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from sim.errors import CapsimError
+from sim.loader import scenario_from_dict
+from sim.profile import Profile, as_profile
+
+METRICS = ("latency_mean_s", "latency_p50_s", "latency_p90_s", "latency_p99_s", "mean_batch_size",
+           "throughput_rps")
+LABELS = {"latency_mean_s": "mean", "latency_p50_s": "p50", "latency_p90_s": "p90", "latency_p99_s": "p99",
+          "mean_batch_size": "batch", "throughput_rps": "throughput"}
+# Stated tolerances (docs/validation.md): relative error bounds that hold at loads up to MAX_LOAD.
+TOLERANCES = {"latency_p50_s": 0.10, "latency_p99_s": 0.20}
+MAX_LOAD = 0.85
+# A run is *disturbed* when the machine visibly held up the load generator or the server loop itself
+# (other processes on the cores): its own timing diagnostics say so, whatever the simulator predicts.
+DISTURBED_LAG_S = 1e-3
+
+
+@dataclass(frozen=True)
+class BenchRun:
+    """One ``bench-serve`` run directory, read back."""
+
+    path: Path
+    settings: dict
+    requests: pd.DataFrame
+    batches: pd.DataFrame
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+
+def load_run(run_dir: str | Path) -> BenchRun:
+    path = Path(run_dir)
+    files = [path / n for n in ("run.json", "requests.parquet", "batches.parquet")]
+    missing = [f.name for f in files if not f.is_file()]
+    if missing:
+        raise CapsimError(f"{path}: not a bench-serve run directory (missing {', '.join(missing)})")
+    return BenchRun(path, json.loads(files[0].read_text()), pd.read_parquet(files[1]), pd.read_parquet(files[2]))
+
+
+# ---------------------------------------------------------------- figures, the same for both sides
+def figures(requests: pd.DataFrame, batches: pd.DataFrame) -> dict[str, float]:
+    """Latency mean and percentiles of served requests, mean batch size, throughput and busy share.
+
+    Throughput is served requests over the makespan (first arrival to last completion), so a server
+    that falls behind shows it; ``busy_share`` is summed batch time over the makespan per replica.
+    """
+    served = requests[requests["outcome"] == "served"]
+    latency = served["latency_s"].to_numpy()
+    if latency.size == 0:
+        return {k: math.nan for k in (*METRICS, "busy_share")}
+    span = float(served["end_s"].max() - requests["arrival_s"].min())
+    replicas = max(int(batches["replica"].nunique()), 1)
+    busy = float((batches["end_s"] - batches["start_s"]).sum())
+    return {
+        "latency_mean_s": float(latency.mean()),
+        "latency_p50_s": float(np.percentile(latency, 50)),
+        "latency_p90_s": float(np.percentile(latency, 90)),
+        "latency_p99_s": float(np.percentile(latency, 99)),
+        "mean_batch_size": float(batches["size"].mean()),
+        "throughput_rps": latency.size / span if span > 0 else math.nan,
+        "busy_share": busy / (span * replicas) if span > 0 else math.nan,
+    }
+
+
+def relative_errors(real: dict[str, float], sim: dict[str, float]) -> dict[str, float]:
+    return {k: (sim[k] - real[k]) / real[k] if real[k] else math.nan for k in (*METRICS, "busy_share")}
+
+
+def capacity_rps(profile: Profile, max_batch_size: int, replicas: int) -> float:
+    """Most requests/s the profile says the fleet can serve (best batch size up to max, back to back)."""
+    best = max(b / profile.mean_service_s(b) for b in range(1, max_batch_size + 1)
+               if profile.batch_sizes[0] <= b <= profile.batch_sizes[-1] or b == 1)
+    return best * replicas
+
+
+def service_ratio(run: BenchRun, profile: Profile) -> float:
+    """Real batch time over the profile's mean for the same batch sizes (1.0 = the profile is right)."""
+    sizes = run.batches["size"].to_numpy()
+    real = float((run.batches["end_s"] - run.batches["start_s"]).sum())
+    predicted = sum(profile.mean_service_s(int(b)) * k for b, k in zip(*np.unique(sizes, return_counts=True)))
+    return real / predicted if predicted else math.nan
+
+
+# ---------------------------------------------------------------- the simulator side
+def scenario_for(run: BenchRun, profile_path: Path, trace_path: Path, replications: int, seed: int):
+    """The scenario that replays ``run``: its arrivals as a trace, its batching and fleet, the profile."""
+    s = run.settings
+    batching = s["batching"]
+    arrivals = run.requests["arrival_s"].to_numpy()
+    pd.DataFrame({"arrival_s": arrivals}).to_parquet(trace_path, index=False)
+    horizon = max(float(s.get("duration_s") or 0.0), float(arrivals.max()) + 1e-9)
+    data = {
+        "name": f"validate-{run.name}",
+        "workload": {"arrivals": {"process": "trace", "path": str(trace_path.resolve())}},
+        "service": {"type": "profile", "profile": str(Path(profile_path).resolve()), "warmed_up": True,
+                    "host_overhead": True},
+        "batching": {"max_batch_size": batching["max_batch_size"],
+                     "max_queue_delay_s": batching["max_queue_delay_s"],
+                     "preferred_batch_sizes": batching.get("preferred_batch_sizes", [])},
+        "fleet": {"replicas": int(s.get("replicas", 1)), "router": s.get("router") or "round_robin"},
+        "run": {"duration_s": horizon, "seed": seed, "replications": replications},
+    }
+    return scenario_from_dict(data, source=f"validate {run.path}")
+
+
+def simulate(run: BenchRun, profile_path: Path, work_dir: Path, replications: int = 5, seed: int = 0):
+    """Replications of the replay (the same arrivals, fresh service draws); frames pooled across them."""
+    import sim
+
+    work_dir.mkdir(parents=True, exist_ok=True)
+    scenario = scenario_for(run, profile_path, work_dir / f"{run.name}-arrivals.parquet", replications, seed)
+    result = sim.run(scenario)
+    per_rep = [figures(result.requests[result.requests["replication"] == r],
+                       result.batches[result.batches["replication"] == r]) for r in range(replications)]
+    pooled = figures(result.requests, result.batches)
+    # Throughput and busy share are per-replication quantities: average them instead of pooling spans.
+    for key in ("throughput_rps", "busy_share"):
+        pooled[key] = float(np.mean([f[key] for f in per_rep]))
+    return result, pooled
+
+
+def validate_run(run: BenchRun, profile_path: Path, out_dir: Path, replications: int = 5, seed: int = 0,
+                 plot: bool = True) -> dict:
+    """Figures of the real run and of its simulated replay, their relative errors and a QQ plot."""
+    profile = as_profile(profile_path)
+    s = run.settings
+    result, sim_fig = simulate(run, profile_path, out_dir, replications, seed)
+    real_fig = figures(run.requests, run.batches)
+    batching = s["batching"]
+    replicas = int(s.get("replicas", 1))
+    duration = float(s.get("duration_s") or run.requests["arrival_s"].max())
+    offered = len(run.requests) / duration
+    load = offered / capacity_rps(profile, batching["max_batch_size"], replicas)
+    errors = relative_errors(real_fig, sim_fig)
+    record = {
+        "run": run.name,
+        "model": s.get("model"), "device": s.get("device"), "threads": s.get("threads"), "replicas": replicas,
+        "router": s.get("router"), "max_batch_size": batching["max_batch_size"],
+        "max_queue_delay_ms": batching["max_queue_delay_s"] * 1e3,
+        "preferred_batch_sizes": batching.get("preferred_batch_sizes", []),
+        "requests": int(len(run.requests)), "offered_rps": offered, "load": load,
+        "profile": str(profile_path), "service_ratio": service_ratio(run, profile),
+        "batch_late_median_s": s.get("server", {}).get("batch_late_median_s"),
+        "batch_late_p99_s": s.get("server", {}).get("batch_late_p99_s"),
+        "loadgen_lag_p99_s": s.get("loadgen", {}).get("lag_p99_s"),
+        "machine": s.get("machine", {}),
+        "real": real_fig, "sim": sim_fig, "error": errors,
+        "within_tolerance": within_tolerance(errors, load),
+        "disturbed": disturbance(s),
+    }
+    if plot:
+        sim_lat = result.requests.loc[result.requests["outcome"] == "served", "latency_s"].to_numpy()
+        real_lat = run.requests.loc[run.requests["outcome"] == "served", "latency_s"].to_numpy()
+        png = out_dir / f"{run.name}-qq.png"
+        qq_plot(real_lat, sim_lat, png, f"{run.name}: load {load:.0%}, max batch {batching['max_batch_size']}, "
+                f"delay {batching['max_queue_delay_s'] * 1e3:g} ms")
+        record["qq_png"] = png.name
+    return record
+
+
+def disturbance(settings: dict) -> list[str]:
+    """Why a run's timing cannot be trusted (empty when it can): late releases or late batch starts."""
+    reasons = []
+    lag = (settings.get("loadgen") or {}).get("lag_p99_s")
+    late = (settings.get("server") or {}).get("batch_late_p99_s")
+    if lag is not None and lag > DISTURBED_LAG_S:
+        reasons.append(f"load generator released 1% of requests more than {lag * 1e3:.1f} ms late")
+    if late is not None and late > DISTURBED_LAG_S:
+        reasons.append(f"1% of batches started more than {late * 1e3:.1f} ms after they were due")
+    return reasons
+
+
+def within_tolerance(errors: dict[str, float], load: float) -> bool | None:
+    """True/False against TOLERANCES for runs at load <= MAX_LOAD; None (not judged) above it."""
+    if not load <= MAX_LOAD:
+        return None
+    return all(abs(errors[k]) <= tol for k, tol in TOLERANCES.items())
+
+
+def overall(records: list[dict]) -> dict:
+    """Per metric over runs: mean absolute, largest absolute relative error, and which run had it."""
+    out: dict = {}
+    for key in (*METRICS, "busy_share"):
+        errs = [(abs(r["error"][key]), r["run"]) for r in records if math.isfinite(r["error"][key])]
+        if errs:
+            worst = max(errs)
+            out[key] = {"mean_abs": float(np.mean([e for e, _ in errs])), "max_abs": worst[0], "worst_run": worst[1]}
+    judged = [r["within_tolerance"] for r in records if r["within_tolerance"] is not None]
+    out["runs_judged"] = len(judged)
+    out["runs_within_tolerance"] = int(sum(judged))
+    out["runs_disturbed"] = sum(1 for r in records if r.get("disturbed"))
+    return out
+
+
+# ---------------------------------------------------------------- output
+def qq_plot(real_s: np.ndarray, sim_s: np.ndarray, path: Path, title: str) -> Path:
+    """Quantiles of simulated against real latency (ms), 1st..99.9th percentile, with y = x."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    q = np.concatenate([np.linspace(1, 99, 99), [99.5, 99.9]])
+    rq, sq = np.percentile(real_s, q) * 1e3, np.percentile(sim_s, q) * 1e3
+    fig, ax = plt.subplots(figsize=(4.2, 4.0), dpi=80)
+    lo, hi = min(rq.min(), sq.min()) * 0.9, max(rq.max(), sq.max()) * 1.1
+    ax.plot([lo, hi], [lo, hi], color="0.6", lw=1, label="y = x")
+    ax.fill_between([lo, hi], [lo * 0.8, hi * 0.8], [lo * 1.2, hi * 1.2], color="0.9", label="±20%")
+    ax.scatter(rq, sq, s=8, color="C0", label="percentiles 1..99.9")
+    ax.scatter(rq[[49, 98]], sq[[49, 98]], s=30, color="C3", zorder=3, label="p50, p99")
+    ax.set(xscale="log", yscale="log", xlim=(lo, hi), ylim=(lo, hi), xlabel="real latency (ms)",
+           ylabel="simulated latency (ms)")
+    ax.set_title(title, fontsize=8)
+    ax.legend(fontsize=7, loc="upper left")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def error_table(records: list[dict]):
+    """A rich table: one row per run, relative errors in %, red where outside the stated tolerance."""
+    from rich.table import Table
+
+    table = Table(title="simulation vs real: relative error (sim - real) / real", header_style="bold")
+    for col in ("run", "batch/delay", "load", "real p50/p99 ms", *(LABELS[k] for k in METRICS), "service", "ok"):
+        table.add_column(col, justify="left" if col in ("run", "batch/delay") else "right", no_wrap=col != "run")
+    for r in records:
+        cells = []
+        for key in METRICS:
+            e = r["error"][key]
+            bad = key in TOLERANCES and r["load"] <= MAX_LOAD and abs(e) > TOLERANCES[key]
+            cells.append(f"[red]{e:+.1%}[/]" if bad else f"{e:+.1%}")
+        ok = {True: "[green]yes[/]", False: "[red]no[/]", None: "—"}[r["within_tolerance"]]
+        ok += " [yellow](disturbed)[/]" if r.get("disturbed") else ""
+        table.add_row(r["run"], f"{r['max_batch_size']} / {r['max_queue_delay_ms']:g} ms"
+                      + (f" ×{r['replicas']}" if r["replicas"] > 1 else ""), f"{r['load']:.0%}",
+                      f"{r['real']['latency_p50_s'] * 1e3:.2f} / {r['real']['latency_p99_s'] * 1e3:.2f}",
+                      *cells, f"{r['service_ratio']:.2f}×", ok)
+    return table
+
+
+def write_report(records: list[dict], out_dir: Path) -> Path:
+    doc = {"schema": "capsim.validation/1", "tolerances": {k: v for k, v in TOLERANCES.items()},
+           "tolerance_max_load": MAX_LOAD, "error_definition": "(sim - real) / real",
+           "runs": records, "overall": overall(records)}
+    path = out_dir / "validation.json"
+    path.write_text(json.dumps(_rounded(doc), indent=1) + "\n")
+    return path
+
+
+def _rounded(obj):
+    if isinstance(obj, float):
+        return None if not math.isfinite(obj) else float(f"{obj:.5g}")
+    if isinstance(obj, dict):
+        return {k: _rounded(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_rounded(v) for v in obj]
+    return obj
