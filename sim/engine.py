@@ -250,7 +250,8 @@ class Engine:
     def _start_batch(self, rep: Replica, size: int, now: float) -> None:
         q = rep.queue
         batch = [q.popleft() for _ in range(size)]
-        service_s = self.service.draw(size)
+        idle_s = now - rep.last_change if rep.free == rep.instances else 0.0
+        service_s = self.service.draw(size, idle_s)
         first = False
         if not self.warm and size not in rep.seen:
             rep.seen.add(size)

@@ -122,6 +122,9 @@ def summarize(requests: pd.DataFrame, batches: pd.DataFrame, replicas: pd.DataFr
         "cost_per_million_requests_usd": cost / n_served * 1e6 if n_served else math.nan,
         "capacity_rps": capacity_rps,
         "unstable": unstable,
+        "overloaded": bool(capacity_rps > 0 and offered >= capacity_rps),
+        "shed_share": (int((outcome == "rejected").sum()) + int((outcome == "timed_out").sum())) / n_total
+        if n_total else math.nan,
         "backlog_at_end": int(backlog[-1]),
         "backlog_growth_rps": slope,
         "latency_p99_observed_s": stats["latency_p99_s"],
@@ -151,7 +154,7 @@ def replicate_summary(runs: list[dict], level: float = 0.95) -> dict[str, float 
     for key in runs[0]:
         values = [r[key] for r in runs]
         if isinstance(values[0], bool):
-            out[key] = any(values) if key == "unstable" else all(values)
+            out[key] = any(values) if key in ("unstable", "overloaded") else all(values)
         elif isinstance(values[0], int) and key.startswith(("requests_", "backlog_at")):
             out[key] = int(sum(values)) if key.startswith("requests_") else int(max(values))
         else:

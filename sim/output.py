@@ -58,6 +58,12 @@ def print_summary(result: Result, console=None) -> None:
     slo = f"p{sc.slo.percentile:g} ≤ {sc.slo.latency_s * 1e3:g} ms"
     table.add_row("SLO " + slo, "[green]met[/]" if s.get("slo_met") else "[red]missed[/]")
     console.print(table)
+    if s.get("overloaded") and not s.get("unstable"):
+        console.print(
+            f"[bold yellow]OVERLOADED[/]: offered {s['offered_rps']:,.1f} req/s vs capacity {s['capacity_rps']:,.1f} "
+            f"req/s; the queue limit / timeout sheds {100 * s['shed_share']:.1f}% of requests and the latencies "
+            "above are those of the requests that got through."
+        )
     if s.get("unstable"):
         console.print(
             f"[bold red]UNSTABLE[/]: offered {s['offered_rps']:,.1f} req/s vs capacity {s['capacity_rps']:,.1f} req/s; "

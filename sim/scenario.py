@@ -136,6 +136,9 @@ class ProfileService(Section):
     )
     host_overhead: bool = Field(default=True, description="Add the profile's per-batch serving-loop overhead.")
     speedup: PositiveFloat = Field(default=1.0, description="Divide every service time by this (what-if).")
+    idle_effects: bool = Field(
+        default=True, description="A batch that starts after its replica sat idle is slowed down as in the "
+        "profile's serving replay (measured; cold caches, thread wake-up). False: back-to-back times only.")
 
 
 Service = Annotated[ParametricService | ProfileService, Field(discriminator="type")]

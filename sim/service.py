@@ -24,7 +24,8 @@ from sim.errors import ProfileError
 class ServiceSampler:
     """Draws batch service times; one instance per replication (it owns a random stream)."""
 
-    def draw(self, batch_size: int) -> float:  # pragma: no cover - interface
+    def draw(self, batch_size: int, idle_s: float = 0.0) -> float:  # pragma: no cover - interface
+        """One batch's service time; ``idle_s`` is how long the replica sat idle before it."""
         raise NotImplementedError
 
     def mean_s(self, batch_size: int) -> float:  # pragma: no cover - interface
@@ -45,7 +46,7 @@ class ParametricSampler(ServiceSampler):
     stream: BufferedStream
     scale: float = 1.0
 
-    def draw(self, batch_size: int) -> float:
+    def draw(self, batch_size: int, idle_s: float = 0.0) -> float:
         return (self.base_s + self.per_item_s * batch_size) * self.stream.next()
 
     def mean_s(self, batch_size: int) -> float:
@@ -56,7 +57,7 @@ class ProfileSampler(ServiceSampler):
     """Empirical service times from a profile, quantile-interpolated between measured sizes."""
 
     def __init__(self, profile, max_batch_size: int, rng: np.random.Generator, *, host_overhead: bool,
-                 warmed_up: bool, speedup: float = 1.0) -> None:
+                 warmed_up: bool, speedup: float = 1.0, idle_effects: bool = True) -> None:
         sizes = profile.batch_sizes
         if max_batch_size > sizes[-1]:
             raise ProfileError(
@@ -66,6 +67,7 @@ class ProfileSampler(ServiceSampler):
             )
         self.profile = profile
         self._uniform = BufferedStream(lambda r, n: r.random(n), rng)
+        self._idle_ratios, self._idle_gap_s = idle_slowdown(profile) if idle_effects else ([], 1.0)
         self._speedup = speedup
         # Per batch size 1..max: (lower samples, upper samples, weight of upper, host overhead samples).
         self._table: list[tuple[list[float], list[float], float, list[float]]] = [([], [], 0.0, [])]
@@ -80,12 +82,15 @@ class ProfileSampler(ServiceSampler):
             self._mean.append((mean + (float(overhead.mean()) if overhead.size else 0.0)) / speedup)
             self._first.append(0.0 if warmed_up else _first_extra(profile, lo, hi, w) / speedup)
 
-    def draw(self, batch_size: int) -> float:
+    def draw(self, batch_size: int, idle_s: float = 0.0) -> float:
         lo, hi, w, overhead = self._table[batch_size]
         u = self._uniform.next()
         x = lo[int(u * len(lo))]
         if w:
             x += w * (hi[int(u * len(hi))] - x)
+        if idle_s > 0.0 and self._idle_ratios:
+            ratio = self._idle_ratios[int(self._uniform.next() * len(self._idle_ratios))]
+            x *= 1.0 + (ratio - 1.0) * min(1.0, idle_s / self._idle_gap_s)
         if overhead:
             x += overhead[int(self._uniform.next() * len(overhead))]
         return x / self._speedup
@@ -95,6 +100,28 @@ class ProfileSampler(ServiceSampler):
 
     def first_call_extra_s(self, batch_size: int) -> float:
         return self._first[batch_size]
+
+
+def idle_slowdown(profile) -> tuple[list[float], float]:
+    """Slowdown of a batch that starts after its replica sat idle, from the profile's serving replay.
+
+    The replay ran mixed batch sizes with idle gaps between them; each batch's latency over the
+    back-to-back median of its size is one ratio. A batch after an idle gap of ``idle_s`` is scaled
+    by ``1 + (ratio - 1) * min(1, idle_s / shortest replay gap)``: back to back (no gap) it is the
+    benchmark, after a gap as long as the replay's it is what the replay saw. Empty without a replay.
+    """
+    replay = (profile.raw or {}).get("serving_replay") or {}
+    sizes, gaps, lat = (replay.get(k) or [] for k in ("batch_sizes", "gaps_s", "latency_s"))
+    if not sizes or len(sizes) != len(lat) or len(gaps) != len(sizes):
+        return [], 1.0
+    ratios = []
+    for b, x in zip(sizes, lat):
+        if b in profile.latency_s and x and x > 0:
+            ratios.append(float(x) / profile.median_latency_s(b))
+    positive = [g for g in gaps if g and g > 0]
+    if not ratios or not positive:
+        return [], 1.0
+    return sorted(ratios), float(min(positive))
 
 
 def _bracket(sizes: tuple[int, ...], b: int) -> tuple[int, int, float]:
@@ -124,7 +151,7 @@ def build_service(scenario, rng: np.random.Generator) -> ServiceSampler:
         return ParametricSampler(spec.base_s, spec.per_item_s, BufferedStream(dist.sample, rng))
     profile = resolve_profile(scenario)
     return ProfileSampler(profile, scenario.batching.max_batch_size, rng, host_overhead=spec.host_overhead,
-                          warmed_up=spec.warmed_up, speedup=spec.speedup)
+                          warmed_up=spec.warmed_up, speedup=spec.speedup, idle_effects=spec.idle_effects)
 
 
 def resolve_profile(scenario):

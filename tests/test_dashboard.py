@@ -65,14 +65,29 @@ def test_what_if_fewer_replicas_changes_numbers():
 
 
 def test_what_if_overload_warns_and_withholds_p99():
+    """Unbounded queue (no limit, no timeout) under overload: unstable, no steady-state p99."""
     at = _app()
     _key(at, ":rate").set_value(40_000.0)  # one replica serves about 32,500 req/s at most
     _key(at, ":replicas").set_value(1)
     _key(at, ":duration").set_value(4.0)
+    _key(at, ":qlim").set_value(0)
+    _key(at, ":timeout").set_value(0.0)
     at.run()
     assert not at.exception
     assert any("unstable" in w.value for w in at.warning)
     assert _metric(at, "p99 latency") == "—"
+
+
+def test_what_if_overload_with_bounded_queue_warns_of_shedding():
+    """The default keeps a queue limit and a timeout: overload sheds requests, latency stays bounded."""
+    at = _app()
+    _key(at, ":rate").set_value(40_000.0)
+    _key(at, ":replicas").set_value(1)
+    _key(at, ":duration").set_value(4.0)
+    at.run()
+    assert not at.exception
+    assert any("overloaded" in w.value and "shed" in w.value for w in at.warning)
+    assert _metric(at, "p99 latency") != "—"
 
 
 def test_what_if_too_large_a_run_is_an_error():
