@@ -22,7 +22,17 @@ def run_view(scenario: Scenario, seed: int, label: str) -> compute.RunView | Non
 
 
 def unstable_warning(summary: dict, label: str) -> None:
-    """A clear warning for an overloaded run; its latency percentiles are withheld."""
+    """A clear warning for an overloaded run; its latency percentiles are withheld when unbounded."""
+    if summary.get("overloaded") and not summary.get("unstable"):
+        st.warning(
+            f"**{label} is overloaded**: offered {fmt.rps(summary.get('offered_rps'))} against a capacity of "
+            f"{fmt.rps(summary.get('capacity_rps'))}. The queue limit and timeout shed "
+            f"{100 * (summary.get('shed_share') or 0):.1f} % of requests (rejected or timed out); the latencies "
+            "shown are those of the requests that got through. Add replicas, raise the batch size or lower "
+            "the load.",
+            icon="⚠️",
+        )
+        return
     if not summary.get("unstable"):
         return
     st.warning(
