@@ -28,17 +28,22 @@ def load_scenario(path: str | Path) -> Scenario:
     path = Path(path)
     if not path.is_file():
         raise ScenarioError(f"scenario file {str(path)!r} not found")
+    return scenario_from_yaml_text(path.read_text(), base_dir=path.resolve().parent, source=str(path))
+
+
+def scenario_from_yaml_text(text: str, base_dir: str | Path = ".", source: str = "scenario") -> Scenario:
+    """Parse and validate scenario YAML given as text (a file's, an upload's); errors are one line."""
     try:
-        data = yaml.load(path.read_text(), Loader=_StrictLoader)  # a SafeLoader subclass
+        data = yaml.load(text, Loader=_StrictLoader)  # a SafeLoader subclass
     except _DuplicateKey as exc:
-        raise ScenarioError(f"{path}: {exc}") from None
+        raise ScenarioError(f"{source}: {exc}") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        raise ScenarioError(f"{path}: not valid YAML{where}: {getattr(exc, 'problem', exc)}") from None
+        raise ScenarioError(f"{source}: not valid YAML{where}: {getattr(exc, 'problem', None) or exc}") from None
     if not isinstance(data, dict):
-        raise ScenarioError(f"{path}: a scenario is a mapping of sections, got {type(data).__name__}")
-    return scenario_from_dict(data, base_dir=path.resolve().parent, source=str(path))
+        raise ScenarioError(f"{source}: a scenario is a mapping of sections, got {type(data).__name__}")
+    return scenario_from_dict(data, base_dir=base_dir, source=source)
 
 
 def scenario_from_dict(data: dict[str, Any], base_dir: str | Path = ".", source: str = "scenario") -> Scenario:

@@ -12,15 +12,13 @@ from __future__ import annotations
 import hashlib
 import math
 from collections.abc import Callable, Iterable
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
-import yaml
 
 from sim.errors import ScenarioError
-from sim.loader import dump_scenario, scenario_from_dict
+from sim.loader import dump_scenario, scenario_from_dict, scenario_from_yaml_text  # noqa: F401 (re-exported)
 from sim.scenario import Scenario, mean_rate_rps
 
 PATTERNS = ("poisson", "mmpp", "diurnal", "spike", "trace")
@@ -30,17 +28,7 @@ MAX_DASHBOARD_REQUESTS = 1_000_000
 
 
 # ---------------------------------------------------------------- scenarios as text
-def scenario_from_yaml_text(text: str, base_dir: str | Path = ".", source: str = "scenario") -> Scenario:
-    """Parse and validate scenario YAML given as text; every failure is one ScenarioError line."""
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        raise ScenarioError(f"{source}: not valid YAML{where}: {getattr(exc, 'problem', None) or exc}") from None
-    if not isinstance(data, dict):
-        raise ScenarioError(f"{source}: a scenario is a mapping of sections, got {type(data).__name__}")
-    return scenario_from_dict(data, base_dir=base_dir, source=source)
+# scenario_from_yaml_text lives in sim.loader (one YAML reader, with its duplicate-key check).
 
 
 def scenario_key(scenario: Scenario) -> str:
