@@ -168,3 +168,15 @@ def test_optuna_missing_is_a_clear_error(tmp_path, capsys, monkeypatch):
                      "--no-progress", "--out", str(tmp_path / "p")])
     assert code == 2
     assert "pip install optuna" in capsys.readouterr().err
+
+
+def test_optuna_finds_the_analytic_minimum(tmp_path):
+    """TPE over replicas 4..10 on the M/M/1-per-replica case: the cheapest configuration it finds that
+    meets the SLO is the analytic minimum (6 replicas), and no cheaper one meets it."""
+    pytest.importorskip("optuna")
+    scenario = scenario_from_dict(mm_scenario())
+    runner = Runner(scenario, 3, 2, SerialExecutor(), tmp_path / "ck", progress=False)
+    result = plan(scenario, space_for(scenario, replicas=list(range(4, 11))), runner, "optuna", trials=14)
+    assert int(result.best["fleet.replicas"]) == 6
+    table = result.table.set_index("fleet.replicas")
+    assert not table[table.index < 6]["meets_slo"].any()
