@@ -49,21 +49,12 @@ class LocalExecutor:
         self.context = multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
 
     def imap_unordered(self, fn: Callable, tasks: Iterable) -> Iterator:
-        pending_tasks = iter(tasks)
         pool = ProcessPoolExecutor(self.workers, mp_context=self.context, initializer=_ignore_sigint)
         running: set = set()
         try:
-            while True:
-                while len(running) < 2 * self.workers:
-                    task = next(pending_tasks, None)
-                    if task is None:
-                        break
-                    running.add(pool.submit(fn, task))
-                if not running:
-                    break
-                done, running = wait(running, return_when=FIRST_COMPLETED)
-                for future in done:
-                    yield future.result()
+            for future in windowed(tasks, 2 * self.workers, lambda task: pool.submit(fn, task),
+                                   lambda r: wait(r, return_when=FIRST_COMPLETED)[0], running):
+                yield future.result()
         except BrokenProcessPool:
             _stop(pool, running)
             raise CapsimError(WORKER_DIED) from None
@@ -71,6 +62,30 @@ class LocalExecutor:
             _stop(pool, running)
             raise
         pool.shutdown(wait=True)
+
+
+def windowed(tasks: Iterable, limit: int, submit: Callable, wait_some: Callable, running: set) -> Iterator:
+    """Keep at most ``limit`` tasks in flight and yield each handle as it finishes.
+
+    ``running`` is the caller's set of in-flight handles, so it can cancel them on an interruption.
+    """
+    pending = iter(tasks)
+    exhausted = False
+    while True:
+        while not exhausted and len(running) < limit:
+            task = next(pending, _END)
+            if task is _END:
+                exhausted = True
+            else:
+                running.add(submit(task))
+        if not running:
+            return
+        done = wait_some(running)
+        running.difference_update(done)
+        yield from done
+
+
+_END = object()
 
 
 def _stop(pool: ProcessPoolExecutor, running: set) -> None:
@@ -103,20 +118,11 @@ class RayExecutor:
     def imap_unordered(self, fn: Callable, tasks: Iterable) -> Iterator:
         ray = self.ray
         remote = ray.remote(num_cpus=1, max_retries=0)(fn)
-        pending_tasks = iter(tasks)
-        running: list = []
+        running: set = set()
         try:
-            while True:
-                while len(running) < 2 * self.workers:
-                    task = next(pending_tasks, None)
-                    if task is None:
-                        break
-                    running.append(remote.remote(task))
-                if not running:
-                    break
-                done, running = ray.wait(running, num_returns=1)
-                for ref in done:
-                    yield _ray_get(ray, ref)
+            for ref in windowed(tasks, 2 * self.workers, remote.remote,
+                                lambda r: ray.wait(list(r), num_returns=1)[0], running):
+                yield _ray_get(ray, ref)
         except BaseException:
             for ref in running:
                 ray.cancel(ref, force=True)
