@@ -85,9 +85,16 @@ def test_every_run_was_served_completely(suite):
         assert r["real"]["mean_batch_size"] <= r["max_batch_size"]
 
 
-def stable_range(run: dict) -> bool:
-    """Runs at ≤ 65% load: offered load is served, so throughput and batch sizes must agree."""
-    return run["load"] <= 0.65 + 0.03
+def below_saturation(run: dict) -> bool:
+    """The real server was busy ≤ 65% of the time (measured, not nominal: its batch times drift from
+    the profile by up to 1.5x between runs, which can make a nominal 60% run nearly saturated)."""
+    return run["real"]["busy_share"] <= 0.65
+
+
+def profile_describes_server(run: dict) -> bool:
+    """Below saturation, and the run's batches took within 10% of what the profile predicts for the
+    same sizes (near saturation a few % of service time moves batch sizes by 20%)."""
+    return below_saturation(run) and abs(run["service_ratio"] - 1) <= 0.10
 
 
 def report(suite, key: str, bound: float) -> list[tuple[str, float, float, bool]]:
@@ -118,9 +125,12 @@ def test_latency_within_stated_tolerance_up_to_85_percent_load(suite, key):
         pytest.xfail(f"known fidelity gap (issue 7): {key} outside ±{TOLERANCES[key]:.0%} in {misses}")
 
 
-@pytest.mark.parametrize("key, bound", [("throughput_rps", 0.02), ("mean_batch_size", 0.15)])
-def test_batch_size_and_throughput_agree_below_saturation(suite, key, bound):
+@pytest.mark.parametrize("key, bound, judged", [
+    ("throughput_rps", 0.02, below_saturation),  # offered load is served by both
+    ("mean_batch_size", 0.15, profile_describes_server),  # batch sizes follow service times
+])
+def test_batch_size_and_throughput_agree(suite, key, bound, judged):
     report(suite, key, bound)
     misses = [(r["run"], round(r["error"][key], 3)) for r in suite["runs"]
-              if stable_range(r) and not r["disturbed"] and not abs(r["error"][key]) <= bound]
-    assert not misses, f"{key} outside ±{bound:.0%} on undisturbed runs at ≤ 65% load: {misses}"
+              if judged(r) and not r["disturbed"] and not abs(r["error"][key]) <= bound]
+    assert not misses, f"{key} outside ±{bound:.0%} on undisturbed runs where {judged.__name__}: {misses}"
