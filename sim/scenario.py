@@ -134,11 +134,13 @@ class ProfileService(Section):
         description="True: replicas ran warm-up requests, so no first-call cost. False: the first batch "
         "of each size on each replica pays the profile's measured first-call cost.",
     )
-    host_overhead: bool = Field(default=True, description="Add the profile's per-batch serving-loop overhead.")
+    host_overhead: bool = Field(default=True, description="Add the profile's per-batch serving-loop overhead "
+                                "(and its dispatch delays, where it has them).")
     speedup: PositiveFloat = Field(default=1.0, description="Divide every service time by this (what-if).")
     idle_effects: bool = Field(
-        default=True, description="A batch that starts after its replica sat idle is slowed down as in the "
-        "profile's serving replay (measured; cold caches, thread wake-up). False: back-to-back times only.")
+        default=True, description="A batch that starts after its replica sat idle is slowed down as the "
+        "profile measured it: its idle_response (from served runs) or else its serving replay (cold caches, "
+        "thread wake-up). False: back-to-back times only.")
 
 
 Service = Annotated[ParametricService | ProfileService, Field(discriminator="type")]

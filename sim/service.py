@@ -13,6 +13,8 @@ replica. Two kinds, named by ``service.type``:
 
 from __future__ import annotations
 
+import bisect
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -67,9 +69,15 @@ class ProfileSampler(ServiceSampler):
             )
         self.profile = profile
         self._uniform = BufferedStream(lambda r, n: r.random(n), rng)
-        idle_ratios, self._idle_gap_s = idle_slowdown(profile) if idle_effects else ({}, 1.0)
+        self._level = SpeedLevel.of(profile, rng)
+        self._response = IdleResponse.of(profile) if idle_effects else None
+        idle_ratios, self._idle_gap_s = (idle_slowdown(profile) if idle_effects and self._response is None
+                                         else ({}, 1.0))
         self._idle = ([[]] + [nearest_ratios(idle_ratios, b) for b in range(1, max_batch_size + 1)]
                       if idle_ratios else None)
+        dispatch = ((profile.raw or {}).get("dispatch") or {}) if host_overhead else {}
+        self._dispatch_idle = [float(x) for x in dispatch.get("idle_s") or []]
+        self._dispatch_busy = [float(x) for x in dispatch.get("busy_s") or []]
         self._speedup = speedup
         # Per batch size 1..max: (lower samples, upper samples, weight of upper, host overhead samples).
         self._table: list[tuple[list[float], list[float], float, list[float]]] = [([], [], 0.0, [])]
@@ -81,7 +89,8 @@ class ProfileSampler(ServiceSampler):
             overhead = np.asarray(profile.host_overhead_for(b), float) if host_overhead else np.empty(0)
             self._table.append((lo_s.tolist(), hi_s.tolist(), w, overhead.tolist()))
             mean = (1 - w) * float(lo_s.mean()) + w * float(hi_s.mean())
-            self._mean.append((mean + (float(overhead.mean()) if overhead.size else 0.0)) / speedup)
+            busy = float(np.mean(self._dispatch_busy)) if self._dispatch_busy else 0.0
+            self._mean.append((mean + (float(overhead.mean()) if overhead.size else 0.0) + busy) / speedup)
             self._first.append(0.0 if warmed_up else _first_extra(profile, lo, hi, w) / speedup)
 
     def draw(self, batch_size: int, idle_s: float = 0.0) -> float:
@@ -90,12 +99,19 @@ class ProfileSampler(ServiceSampler):
         x = lo[int(u * len(lo))]
         if w:
             x += w * (hi[int(u * len(hi))] - x)
-        if idle_s > 0.0 and self._idle:
+        if self._level is not None:
+            x *= self._level.next()
+        if idle_s > 0.0 and self._response is not None:
+            x *= self._response.ratio(idle_s)
+        elif idle_s > 0.0 and self._idle:
             ratios = self._idle[batch_size]
             ratio = ratios[int(self._uniform.next() * len(ratios))]
             x *= 1.0 + (ratio - 1.0) * min(1.0, idle_s / self._idle_gap_s)
         if overhead:
             x += overhead[int(self._uniform.next() * len(overhead))]
+        late = self._dispatch_idle if idle_s > 0.0 else self._dispatch_busy
+        if late:
+            x += late[int(self._uniform.next() * len(late))]
         return x / self._speedup
 
     def mean_s(self, batch_size: int) -> float:
@@ -103,6 +119,73 @@ class ProfileSampler(ServiceSampler):
 
     def first_call_extra_s(self, batch_size: int) -> float:
         return self._first[batch_size]
+
+
+class SpeedLevel:
+    """A server's slowly wandering speed: batch ``t`` takes its drawn time x ``exp(L_t)``, from a
+    profile's ``service_level`` (sim/fromrun.py).
+
+    A real server's slow batches come in runs (frequency, caches, the machine's other tenants; on a
+    shared CPU the log batch time still correlates 0.2-0.4 thirty batches apart), and i.i.d. draws
+    understate how queues build up in them. With a measured ``path`` (the level of each served batch
+    in order) the sampler walks it circularly from a random start: the machine's own slowdowns, at a
+    random phase to the arrivals. Without one, ``L`` is an AR(1) in batches,
+    ``L_t = rho * L_(t-1) + sigma * sqrt(1 - rho^2) * e_t``. One level per sampler (per replication).
+    """
+
+    __slots__ = ("_normal", "_rho", "_step", "_level", "_path", "_i")
+
+    def __init__(self, sigma: float, rho: float, rng: np.random.Generator, path: list[float] | None = None) -> None:
+        self._path = [math.exp(v) for v in path] if path else None
+        self._i = int(rng.integers(len(path))) if path else 0
+        self._normal = BufferedStream(lambda r, n: r.standard_normal(n), rng)
+        self._rho, self._step = rho, sigma * math.sqrt(1.0 - rho * rho)
+        self._level = 0.0 if path else sigma * self._normal.next()  # start in the stationary law
+
+    @classmethod
+    def of(cls, profile, rng: np.random.Generator) -> SpeedLevel | None:
+        c = (profile.raw or {}).get("service_level") or {}
+        sigma, rho, path = c.get("sigma"), c.get("rho"), c.get("path")
+        if not path and (not sigma or rho is None):
+            return None
+        return cls(float(sigma or 0.0), float(rho or 0.0), rng, path)
+
+    def next(self) -> float:
+        if self._path is not None:
+            self._i = self._i + 1 if self._i + 1 < len(self._path) else 0
+            return self._path[self._i]
+        self._level = self._rho * self._level + self._step * self._normal.next()
+        return math.exp(self._level)
+
+
+class IdleResponse:
+    """Slowdown of a batch after its replica sat idle for ``idle_s``, from a profile's ``idle_response``
+    (median ratio per idle-gap bin, see sim/fromrun.py): linear from 1 at 0 s to the first bin's ratio,
+    linear in log(gap) between bins, flat after the last. A deterministic multiplier of the drawn time."""
+
+    def __init__(self, gaps_s: list[float], ratio: list[float]) -> None:
+        self.gaps_s = [float(g) for g in gaps_s]
+        self.log_gaps = [math.log(g) for g in self.gaps_s]
+        self.ratios = [float(r) for r in ratio]
+
+    @classmethod
+    def of(cls, profile) -> IdleResponse | None:
+        section = (profile.raw or {}).get("idle_response") or {}
+        gaps, ratio = section.get("gaps_s") or [], section.get("ratio") or []
+        if not gaps or len(gaps) != len(ratio):
+            return None
+        return cls(gaps, ratio)
+
+    def ratio(self, idle_s: float) -> float:
+        g, r = self.gaps_s, self.ratios
+        if idle_s <= g[0]:
+            return 1.0 + (r[0] - 1.0) * max(idle_s, 0.0) / g[0]
+        if idle_s >= g[-1]:
+            return r[-1]
+        i = bisect.bisect_right(g, idle_s)
+        lg = math.log(idle_s)
+        w = (lg - self.log_gaps[i - 1]) / (self.log_gaps[i] - self.log_gaps[i - 1])
+        return r[i - 1] + w * (r[i] - r[i - 1])
 
 
 def idle_slowdown(profile) -> tuple[dict[int, list[float]], float]:

@@ -1,4 +1,4 @@
-"""``capsim profile``: show, list and estimate service-time profiles (docs/profile.md).
+"""``capsim profile``: show, list, estimate and build (from served runs) service-time profiles (docs/profile.md).
 
 No torch here; matplotlib is imported only when a plot is drawn.
 """
@@ -46,7 +46,37 @@ def register(subparsers) -> None:
     est.add_argument("--seq-len", type=int, help="tokens per request (bert-base, decoder)")
     est.add_argument("--out", required=True, metavar="FILE", help="profile to write")
     est.set_defaults(func=estimate_cmd)
+    fr = sub.add_parser("from-run", help="build a profile from served runs (capsim bench-serve directories)",
+                        description="Observe -> calibrate: per batch size the batch times a real server took "
+                                    "under traffic, its slowdown after idle gaps and its dispatch delays, "
+                                    "from one or more `capsim bench-serve` run directories of one model on "
+                                    "one device. See docs/validation.md.")
+    fr.add_argument("runs", nargs="+", metavar="RUN_DIR", help="bench-serve run directories")
+    fr.add_argument("--out", required=True, metavar="FILE", help="profile to write")
+    fr.set_defaults(func=from_run_cmd)
     p.set_defaults(func=lambda args: (p.print_help(), 0)[1])
+
+
+def from_run_cmd(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    from sim.fromrun import profile_from_runs
+    from sim.profile import load_profile, write_profile
+    from sim.validate import load_run
+
+    doc = profile_from_runs([load_run(r) for r in args.runs], source="capsim profile from-run")
+    path = write_profile(doc, args.out)
+    console = Console()
+    console.print(_table(load_profile(path)))
+    response = doc.get("idle_response") or {}
+    if response.get("gaps_s"):
+        curve = ", ".join(f"{g * 1e3:.2g} ms: {r:.2f}x" for g, r in zip(response["gaps_s"], response["ratio"]))
+        console.print(f"idle response (time after an idle gap / back to back): {curve}")
+    left = doc["calibration"]["sizes_left_out"]
+    if left:
+        console.print(f"sizes served too rarely to keep (interpolated instead): {left}")
+    console.print(f"wrote {path} from {doc['calibration']['batches']} batches")
+    return 0
 
 
 def show_cmd(args: argparse.Namespace) -> int:

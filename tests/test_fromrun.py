@@ -1,0 +1,222 @@
+"""Profiles from served runs (sim/fromrun.py), the idle response and dispatch delays in the service
+model, and `capsim validate --from-run`: exact checks on runs the simulator itself produced."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from test_validate import deterministic_profile, fake_run
+
+import sim
+from sim import validate as v
+from sim.cli import main
+from sim.errors import CapsimError
+from sim.fromrun import GAP_EDGES_S, batch_gaps, idle_response, profile_from_runs, ratio_at
+from sim.profile import profile_from_dict, write_profile
+from sim.service import IdleResponse
+
+
+def one_request_scenario(profile, arrivals, host_overhead=True):
+    trace = profile.parent / "arrivals.csv"
+    trace.write_text("arrival_s\n" + "".join(f"{t!r}\n" for t in arrivals))
+    return sim.scenario_from_dict({
+        "workload": {"arrivals": {"process": "trace", "path": str(trace)}},
+        "service": {"type": "profile", "profile": str(profile), "host_overhead": host_overhead},
+        "batching": {"max_batch_size": 1}, "run": {"duration_s": 1.0, "seed": 0}})
+
+
+def with_sections(tmp_path, **sections):
+    doc = json.loads(deterministic_profile(tmp_path / "base.json").read_text())
+    doc.update(sections)
+    return write_profile(doc, tmp_path / "with.json")
+
+
+def test_batch_gaps_are_per_replica_idle_times():
+    batches = pd.DataFrame({"replica": [0, 1, 0, 1], "start_s": [0.0, 0.5, 1.5, 0.7], "end_s": [1.0, 0.6, 2.0, 0.9],
+                            "size": [1, 1, 2, 1]})
+    g = batch_gaps(batches)
+    assert g["gap_s"].tolist()[1] == pytest.approx(0.5) and g["gap_s"].tolist()[3] == pytest.approx(0.1)
+    assert np.isnan(g["gap_s"].tolist()[0]) and np.isnan(g["gap_s"].tolist()[2])
+    assert g["time_s"].tolist() == pytest.approx([1.0, 0.5, 0.1, 0.2])
+
+
+def test_idle_response_recovers_a_known_slowdown_per_gap_bin():
+    rng = np.random.default_rng(0)
+    n = 4000
+    size = rng.choice([1, 4, 16], n)
+    gap = np.where(rng.random(n) < 0.3, rng.uniform(0, 40e-6, n), np.exp(rng.uniform(np.log(60e-6), np.log(0.5), n)))
+    truth = lambda g: np.where(g < 1.5e-3, 1.0, np.where(g < 15e-3, 1.2, 1.5))  # noqa: E731
+    base = 1e-3 * (1 + 0.1 * size)
+    frame = pd.DataFrame({"size": size, "gap_s": gap, "time_s": base * truth(gap) * rng.uniform(0.99, 1.01, n)})
+    response = idle_response(frame)
+    assert response["back_to_back_count"] == int((gap < 50e-6).sum())
+    for g, r in zip(response["gaps_s"], response["ratio"]):
+        assert r == pytest.approx(float(truth(np.array([g]))[0]), abs=0.02), g
+    assert len(response["gaps_s"]) == len(GAP_EDGES_S) - 2  # every bin but back to back was populated
+
+
+def test_simulator_and_fromrun_apply_the_same_idle_response():
+    response = {"gaps_s": [1e-4, 1e-3, 1e-2], "ratio": [1.05, 1.1, 1.4]}
+    curve = IdleResponse(response["gaps_s"], response["ratio"])
+    gaps = np.array([0.0, 5e-5, 1e-4, 3e-4, 1e-3, 5e-3, 1e-2, 1.0])
+    assert [curve.ratio(g) for g in gaps] == pytest.approx(ratio_at(response, gaps).tolist())
+    assert curve.ratio(0.0) == 1.0 and curve.ratio(5e-5) == pytest.approx(1.025) and curve.ratio(1.0) == 1.4
+    assert curve.ratio(np.sqrt(1e-3 * 1e-2)) == pytest.approx(1.25)  # halfway in log(gap)
+
+
+def test_a_batch_after_idle_is_slowed_by_the_profiles_idle_response(tmp_path):
+    profile = with_sections(tmp_path, idle_response={"gaps_s": [0.01, 0.1], "ratio": [1.2, 2.0]})
+    result = sim.run(one_request_scenario(profile, [0.1, 0.1 + 0.0025 + 0.01]))
+    service = (result.batches["end_s"] - result.batches["start_s"]).tolist()
+    assert service == pytest.approx([0.00125 * 2.0, 0.00125 * 1.2])  # idle 0.1 s, then idle 0.01 s
+
+
+def test_dispatch_delay_is_drawn_after_idle_and_back_to_back(tmp_path):
+    profile = with_sections(tmp_path, dispatch={"idle_s": [50e-6], "busy_s": [10e-6]})
+    result = sim.run(one_request_scenario(profile, [0.1, 0.1]))
+    service = (result.batches["end_s"] - result.batches["start_s"]).tolist()
+    assert service == pytest.approx([0.00125 + 50e-6, 0.00125 + 10e-6])
+    off = sim.run(one_request_scenario(profile, [0.1], host_overhead=False))
+    assert (off.batches["end_s"] - off.batches["start_s"]).tolist() == pytest.approx([0.00125])
+
+
+def test_profile_from_a_deterministic_run_holds_its_exact_batch_times(tmp_path):
+    profile = deterministic_profile(tmp_path / "fixed.json")
+    run_dir, result = fake_run(tmp_path, profile, rate=1500)
+    doc = profile_from_runs([v.load_run(run_dir)])
+    p = profile_from_dict(doc)
+    seen = sorted(int(b) for b, n in result.batches["size"].value_counts().items() if n >= 5)
+    assert list(p.batch_sizes) == seen
+    for b in seen:
+        assert np.allclose(p.latency_s[b], 0.001 + 0.00025 * b, rtol=1e-4)
+    assert all(r == pytest.approx(1.0, abs=1e-4) for r in doc["idle_response"]["ratio"])
+    assert doc["calibration"]["method"] == "from-run" and doc["dispatch"] is None
+
+
+def test_validate_from_run_self_replays_a_deterministic_run_exactly(tmp_path, capsys):
+    profile = deterministic_profile(tmp_path / "fixed.json")
+    run_dir, _ = fake_run(tmp_path, profile, rate=1500)
+    out = tmp_path / "report"
+    assert main(["validate", str(run_dir), "--from-run", "self", "--replications", "1", "--no-plot",
+                 "--out", str(out)]) == 0
+    record = json.loads((out / "validation.json").read_text())["runs"][0]
+    for key in (*v.METRICS, "busy_share"):
+        assert abs(record["error"][key]) < 1e-3, key
+    assert (out / f"{run_dir.name}-profile-from-self.json").is_file()
+
+
+def test_delivery_delay_is_replayed_and_counted_from_the_schedule(tmp_path):
+    """The 'real' server got every request 0.4 ms after its scheduled time: the replay must hand the
+    simulated server the delivered times and count latency from the schedule, as the real side does."""
+    profile = deterministic_profile(tmp_path / "fixed.json")
+    run_dir, result = fake_run(tmp_path, profile, rate=900)  # the server saw these (delivered) times
+    requests = result.requests.copy()
+    delay = 0.0004
+    requests["arrival_s"] -= delay
+    requests["latency_s"] += delay
+    requests.to_parquet(run_dir / "requests.parquet", index=False)
+    pd.DataFrame({"id": requests["id"], "sent_s": requests["arrival_s"] + delay,
+                  "received_s": requests["arrival_s"] + delay}).to_parquet(run_dir / "loadgen.parquet", index=False)
+    run = v.load_run(run_dir)
+    assert run.delivery_s() == pytest.approx(np.full(len(requests), delay))
+    record = v.validate_run(run, profile, tmp_path / "out", replications=1, plot=False)
+    for key in ("latency_mean_s", "latency_p50_s", "latency_p99_s", "mean_batch_size"):
+        assert abs(record["error"][key]) < 1e-6, key
+
+
+def test_from_run_others_never_uses_the_run_itself(tmp_path):
+    profile = deterministic_profile(tmp_path / "fixed.json")
+    a, _ = fake_run(tmp_path, profile, rate=1500)
+    b, _ = fake_run(tmp_path, profile, rate=2500)
+    runs = [v.load_run(a), v.load_run(b)]
+    path = v.profile_from_run_for(runs[0], runs, "others", tmp_path / "out")
+    assert json.loads(path.read_text())["calibration"]["runs"] == [str(b)]
+    with pytest.raises(CapsimError, match="no other run"):
+        v.profile_from_run_for(runs[0], runs[:1], "others", tmp_path / "out")
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--from-run", "self", "--profile", "x.json"], "exactly one of"),
+    (["--from-run", "others"], "no other run"),
+])
+def test_validate_from_run_bad_input_is_one_line(tmp_path, capsys, args, message):
+    profile = deterministic_profile(tmp_path / "fixed.json")
+    run_dir, _ = fake_run(tmp_path, profile)
+    assert main(["validate", str(run_dir), *args, "--no-plot", "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+
+
+def test_profile_from_runs_rejects_mixed_models_and_empty_input(tmp_path):
+    profile = deterministic_profile(tmp_path / "fixed.json")
+    a, _ = fake_run(tmp_path, profile, rate=1500)
+    b, _ = fake_run(tmp_path, profile, rate=2500)
+    settings = json.loads((b / "run.json").read_text())
+    (b / "run.json").write_text(json.dumps({**settings, "threads": 2}))
+    with pytest.raises(CapsimError, match="differ in model"):
+        profile_from_runs([v.load_run(a), v.load_run(b)])
+    with pytest.raises(CapsimError, match="no runs"):
+        profile_from_runs([])
+
+
+def test_the_largest_allowed_size_never_served_is_extrapolated_and_labelled(tmp_path):
+    profile = deterministic_profile(tmp_path / "fixed.json", sizes=(1, 2, 4, 8, 16, 32))
+    run_dir, result = fake_run(tmp_path, profile, rate=800, max_batch=32)
+    top = int(result.batches["size"].max())
+    assert top < 32
+    doc = profile_from_runs([v.load_run(run_dir)])
+    assert doc["calibration"]["sizes_extrapolated"] == [32]
+    p = profile_from_dict(doc)
+    assert p.batch_sizes[-1] == 32
+    assert np.allclose(p.latency_s[32], 0.001 + 0.00025 * 32, rtol=1e-3)  # exact line through the medians
+
+
+def test_the_speed_level_path_is_walked_in_order_from_a_random_start(tmp_path):
+    profile = with_sections(tmp_path, service_level={"path": [0.0, float(np.log(2.0)), float(np.log(3.0))]})
+    result = sim.run(one_request_scenario(profile, [0.1 + 0.01 * k for k in range(7)]))
+    factors = ((result.batches["end_s"] - result.batches["start_s"]) / 0.00125).round(9).tolist()
+    start = [1.0, 2.0, 3.0].index(factors[0])
+    assert factors == [[1.0, 2.0, 3.0][(start + k) % 3] for k in range(7)]
+
+
+def test_an_ar1_speed_level_keeps_the_mean_scale_and_correlates(tmp_path):
+    from sim.profile import load_profile
+    from sim.service import SpeedLevel
+
+    profile = load_profile(with_sections(tmp_path, service_level={"sigma": 0.1, "rho": 0.95}))
+    level = SpeedLevel.of(profile, np.random.default_rng(1))
+    x = np.log([level.next() for _ in range(200_000)])
+    assert x.std() == pytest.approx(0.1, rel=0.05)
+    assert np.corrcoef(x[:-10], x[10:])[0, 1] == pytest.approx(0.95**10, abs=0.03)
+
+
+def test_slow_level_fit_recovers_a_known_ar1_and_divides_it_out():
+    from sim.fromrun import slow_level
+
+    rng = np.random.default_rng(2)
+    n, rho, sigma = 20_000, 0.97, 0.1
+    level = np.zeros(n)
+    for t in range(1, n):
+        level[t] = rho * level[t - 1] + sigma * np.sqrt(1 - rho**2) * rng.standard_normal()
+    frame = pd.DataFrame({"size": 1, "replica": 0, "time_s": 1e-3 * np.exp(level) * rng.uniform(0.97, 1.03, n)})
+    levels, fit = slow_level(frame)
+    assert fit["rho"] == pytest.approx(rho, abs=0.01) and fit["sigma"] == pytest.approx(sigma, rel=0.15)
+    assert np.corrcoef(levels, level)[0, 1] > 0.9
+    assert len(fit["path"]) == n
+
+
+
+def test_a_from_run_profile_matches_the_json_schema(tmp_path):
+    import jsonschema
+
+    schema = json.loads((Path(sim.__file__).parent / "data" / "profile.schema.json").read_text())
+    profile = deterministic_profile(tmp_path / "fixed.json")
+    run_dir, _ = fake_run(tmp_path, profile, rate=2500)
+    doc = profile_from_runs([v.load_run(run_dir)])
+    doc["dispatch"] = {"idle_s": [3e-5], "busy_s": [1e-5], "method": "test"}
+    jsonschema.validate(doc, schema)
+    assert doc["service_level"] is None or len(doc["service_level"]["path"]) > 0
