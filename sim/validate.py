@@ -41,6 +41,17 @@ class BenchRun:
     settings: dict
     requests: pd.DataFrame
     batches: pd.DataFrame
+    loadgen: pd.DataFrame | None = None
+
+    def delivery_s(self) -> np.ndarray:
+        """Per request (by id), how late the load generator delivered it to the server: received - scheduled
+        arrival (zeros for runs without loadgen.parquet). A client-side delay, not the server's."""
+        n = len(self.requests)
+        if self.loadgen is None or "received_s" not in self.loadgen:
+            return np.zeros(n)
+        received = self.loadgen.set_index("id")["received_s"].reindex(self.requests["id"]).to_numpy()
+        late = received - self.requests["arrival_s"].to_numpy()
+        return np.where(np.isfinite(late), np.clip(late, 0.0, None), 0.0)
 
     @property
     def name(self) -> str:
@@ -53,7 +64,9 @@ def load_run(run_dir: str | Path) -> BenchRun:
     missing = [f.name for f in files if not f.is_file()]
     if missing:
         raise CapsimError(f"{path}: not a bench-serve run directory (missing {', '.join(missing)})")
-    return BenchRun(path, json.loads(files[0].read_text()), pd.read_parquet(files[1]), pd.read_parquet(files[2]))
+    loadgen = pd.read_parquet(path / "loadgen.parquet") if (path / "loadgen.parquet").is_file() else None
+    return BenchRun(path, json.loads(files[0].read_text()), pd.read_parquet(files[1]), pd.read_parquet(files[2]),
+                    loadgen)
 
 
 # ---------------------------------------------------------------- figures, the same for both sides
@@ -87,25 +100,66 @@ def relative_errors(real: dict[str, float], sim: dict[str, float]) -> dict[str, 
 
 def capacity_rps(profile: Profile, max_batch_size: int, replicas: int) -> float:
     """Most requests/s the profile says the fleet can serve (best batch size up to max, back to back)."""
-    best = max(b / profile.mean_service_s(b) for b in range(1, max_batch_size + 1)
-               if profile.batch_sizes[0] <= b <= profile.batch_sizes[-1] or b == 1)
+    sizes = profile.batch_sizes
+    best = max(b / profile.mean_service_s(_clamp(b, sizes)) for b in range(1, max_batch_size + 1))
     return best * replicas
+
+
+def _clamp(b: int, sizes: tuple[int, ...]) -> int:
+    """``b`` moved into the profile's measured range (below the smallest size latency is taken as flat)."""
+    return min(max(int(b), sizes[0]), sizes[-1])
 
 
 def service_ratio(run: BenchRun, profile: Profile) -> float:
     """Real batch time over the profile's mean for the same batch sizes (1.0 = the profile is right)."""
     sizes = run.batches["size"].to_numpy()
     real = float((run.batches["end_s"] - run.batches["start_s"]).sum())
-    predicted = sum(profile.mean_service_s(int(b)) * k for b, k in zip(*np.unique(sizes, return_counts=True)))
+    predicted = sum(profile.mean_service_s(_clamp(b, profile.batch_sizes)) * k
+                    for b, k in zip(*np.unique(sizes, return_counts=True)))
     return real / predicted if predicted else math.nan
 
 
+def profile_from_run_for(run: BenchRun, runs: list[BenchRun], mode: str, out_dir: Path) -> Path:
+    """Write and return the from-run profile that validates ``run``: built from ``run`` itself
+    (``mode == "self"``) or from every other given run of the same model, device, dtype and threads
+    (``"others"``: held out, the run's own batches are never used)."""
+    from sim.fromrun import profile_from_runs
+    from sim.profile import write_profile
+
+    if mode == "self":
+        sources = [run]
+    else:
+        key = _model_key(run)
+        sources = [r for r in runs if r is not run and _model_key(r) == key]
+        if not sources:
+            raise CapsimError(f"--from-run others: no other run of {run.settings.get('model')} with the same "
+                              f"device, dtype and threads than {run.path} to build its profile from")
+    needed = int(run.settings["batching"]["max_batch_size"])
+    doc = profile_from_runs(sources, source=f"validate --from-run {mode}", max_batch_size=needed)
+    largest = max(entry["batch_size"] for entry in doc["batches"])
+    if largest < needed:
+        raise CapsimError(f"--from-run {mode}: run {run.name} batches up to {needed}, but the runs it is built from "
+                          f"served batches of at most {largest} (too few sizes to extrapolate); add runs with max "
+                          f"batch size {needed}")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / f"{run.name}-profile-from-{mode}.json"
+    write_profile(doc, path)
+    return path
+
+
+def _model_key(run: BenchRun) -> tuple:
+    s = run.settings
+    return (s.get("model"), s.get("device"), s.get("dtype"), s.get("threads"))
+
+
 # ---------------------------------------------------------------- the simulator side
-def scenario_for(run: BenchRun, profile_path: Path, trace_path: Path, replications: int, seed: int):
-    """The scenario that replays ``run``: its arrivals as a trace, its batching and fleet, the profile."""
+def scenario_for(run: BenchRun, profile_path: Path, trace_path: Path, replications: int, seed: int,
+                 arrivals: np.ndarray | None = None):
+    """The scenario that replays ``run``: its arrivals (default: the schedule) as a trace, its batching
+    and fleet, the profile."""
     s = run.settings
     batching = s["batching"]
-    arrivals = run.requests["arrival_s"].to_numpy()
+    arrivals = run.requests["arrival_s"].to_numpy() if arrivals is None else np.sort(arrivals)
     pd.DataFrame({"arrival_s": arrivals}).to_parquet(trace_path, index=False)
     horizon = max(float(s.get("duration_s") or 0.0), float(arrivals.max()) + 1e-9)
     data = {
@@ -123,12 +177,25 @@ def scenario_for(run: BenchRun, profile_path: Path, trace_path: Path, replicatio
 
 
 def simulate(run: BenchRun, profile_path: Path, work_dir: Path, replications: int = 5, seed: int = 0):
-    """Replications of the replay (the same arrivals, fresh service draws); frames pooled across them."""
+    """Replications of the replay (the same arrivals, fresh service draws); frames pooled across them.
+
+    The simulated server gets each request when the real one did (scheduled arrival + the load
+    generator's delivery delay, ~50 us on a CPU); each simulated latency is then counted from the
+    scheduled arrival again, as the real one is, so both sides carry the same client-side delay.
+    """
     import sim
 
     work_dir.mkdir(parents=True, exist_ok=True)
-    scenario = scenario_for(run, profile_path, work_dir / f"{run.name}-arrivals.parquet", replications, seed)
+    scheduled = run.requests.sort_values("arrival_s")
+    delivery = run.delivery_s()[np.argsort(run.requests["arrival_s"].to_numpy(), kind="stable")]
+    delivered = scheduled["arrival_s"].to_numpy() + delivery
+    order = np.argsort(delivered, kind="stable")  # the k-th simulated arrival is request order[k]
+    scenario = scenario_for(run, profile_path, work_dir / f"{run.name}-arrivals.parquet", replications, seed,
+                            arrivals=delivered)
     result = sim.run(scenario)
+    shift = delivery[order][result.requests["id"].to_numpy()]
+    result.requests["arrival_s"] = result.requests["arrival_s"] - shift
+    result.requests["latency_s"] = result.requests["latency_s"] + shift
     per_rep = [figures(result.requests[result.requests["replication"] == r],
                        result.batches[result.batches["replication"] == r]) for r in range(replications)]
     pooled = figures(result.requests, result.batches)

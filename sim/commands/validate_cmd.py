@@ -1,4 +1,4 @@
-"""`capsim validate RUN_DIR... --profile FILE|BUILTIN | --calibrate [--out DIR]`: simulation vs a real run."""
+"""`capsim validate RUN_DIR... --profile FILE|BUILTIN | --calibrate | --from-run self|others [--out DIR]`: simulation vs a real run."""
 
 from __future__ import annotations
 
@@ -11,6 +11,8 @@ EPILOG = """\
 examples:
   capsim validate runs/b8-1500 --calibrate                 # calibrate on this machine first, same threads
   capsim validate runs/b8-* --profile my-cpu-profile.json --out runs/validation
+  capsim validate runs/b8-* --from-run self               # service times observed in each run itself
+  capsim validate runs/b8-* --from-run others             # held out: built from the other runs only
 A run directory comes from `capsim bench-serve`. See docs/validation.md.
 """
 
@@ -24,6 +26,10 @@ def register(sub) -> None:
     p.add_argument("runs", nargs="+", metavar="RUN_DIR", help="bench-serve run directories")
     p.add_argument("--profile", metavar="FILE|BUILTIN", help="service-time profile (calibrated on the same "
                    "machine with the run's thread count)")
+    p.add_argument("--from-run", choices=("self", "others"), dest="from_run",
+                   help="service times observed in served runs instead of a benchmark (sim/fromrun.py): "
+                        "'self' = each run's own batch times and idle response (observe, calibrate, replay); "
+                        "'others' = built from the other runs given, never the run itself (held out)")
     p.add_argument("--calibrate", action="store_true", help="calibrate the run's model first (capsim calibrate "
                    "in a child process, same device, dtype and threads, the batch sizes the run needs)")
     p.add_argument("--samples", type=int, default=60, help="samples per batch size with --calibrate (default 60)")
@@ -41,8 +47,8 @@ def main(args) -> int:
     from sim import validate as v
     from sim.errors import CapsimError
 
-    if bool(args.profile) == bool(args.calibrate):
-        raise CapsimError("give exactly one of --profile FILE|BUILTIN or --calibrate")
+    if sum(map(bool, (args.profile, args.calibrate, args.from_run))) != 1:
+        raise CapsimError("give exactly one of --profile FILE|BUILTIN, --calibrate or --from-run self|others")
     if args.replications < 1:
         raise CapsimError(f"--replications = {args.replications}: must be >= 1")
     runs = [v.load_run(r) for r in args.runs]
@@ -51,7 +57,9 @@ def main(args) -> int:
     profiles: dict[tuple, Path] = {}
     records = []
     for run in runs:
-        if args.calibrate:
+        if args.from_run:
+            profile = v.profile_from_run_for(run, runs, args.from_run, out)
+        elif args.calibrate:
             key = _calibration_key(run)
             if key not in profiles:
                 profiles[key] = calibrate_for([r for r in runs if _calibration_key(r) == key], out, args.samples)
