@@ -122,7 +122,7 @@ def service_ratio(run: BenchRun, profile: Profile) -> float:
 def profile_from_run_for(run: BenchRun, runs: list[BenchRun], mode: str, out_dir: Path) -> Path:
     """Write and return the from-run profile that validates ``run``: built from ``run`` itself
     (``mode == "self"``) or from every other given run of the same model, device, dtype and threads
-    (``"others"``: held out, the run's own batches are never used)."""
+    (``"others"``: held out, the run's own batches are never used) with the same batching settings."""
     from sim.fromrun import profile_from_runs
     from sim.profile import write_profile
 
@@ -133,7 +133,7 @@ def profile_from_run_for(run: BenchRun, runs: list[BenchRun], mode: str, out_dir
         sources = [r for r in runs if r is not run and _model_key(r) == key]
         if not sources:
             raise CapsimError(f"--from-run others: no other run of {run.settings.get('model')} with the same "
-                              f"device, dtype and threads than {run.path} to build its profile from")
+                              f"device, dtype, threads and batching as {run.path} to build its profile from")
     needed = int(run.settings["batching"]["max_batch_size"])
     doc = profile_from_runs(sources, source=f"validate --from-run {mode}", max_batch_size=needed)
     largest = max(entry["batch_size"] for entry in doc["batches"])
@@ -148,8 +148,11 @@ def profile_from_run_for(run: BenchRun, runs: list[BenchRun], mode: str, out_dir
 
 
 def _model_key(run: BenchRun) -> tuple:
+    """Runs that may stand in for each other: the same model, device, dtype, threads and batching."""
     s = run.settings
-    return (s.get("model"), s.get("device"), s.get("dtype"), s.get("threads"))
+    b = s.get("batching") or {}
+    return (s.get("model"), s.get("device"), s.get("dtype"), s.get("threads"), b.get("max_batch_size"),
+            b.get("max_queue_delay_s"), tuple(b.get("preferred_batch_sizes") or ()))
 
 
 # ---------------------------------------------------------------- the simulator side
@@ -202,6 +205,7 @@ def simulate(run: BenchRun, profile_path: Path, work_dir: Path, replications: in
     # Throughput and busy share are per-replication quantities: average them instead of pooling spans.
     for key in ("throughput_rps", "busy_share"):
         pooled[key] = float(np.mean([f[key] for f in per_rep]))
+    pooled["replications"] = {k: [f[k] for f in per_rep] for k in ("latency_p50_s", "latency_p90_s", "latency_p99_s")}
     return result, pooled
 
 
@@ -217,6 +221,7 @@ def validate_run(run: BenchRun, profile_path: Path, out_dir: Path, replications:
     duration = float(s.get("duration_s") or run.requests["arrival_s"].max())
     offered = len(run.requests) / duration
     load = offered / capacity_rps(profile, batching["max_batch_size"], replicas)
+    per_replication = sim_fig.pop("replications")
     errors = relative_errors(real_fig, sim_fig)
     record = {
         "run": run.name,
@@ -230,7 +235,7 @@ def validate_run(run: BenchRun, profile_path: Path, out_dir: Path, replications:
         "batch_late_p99_s": s.get("server", {}).get("batch_late_p99_s"),
         "loadgen_lag_p99_s": s.get("loadgen", {}).get("lag_p99_s"),
         "machine": s.get("machine", {}),
-        "real": real_fig, "sim": sim_fig, "error": errors,
+        "real": real_fig, "sim": sim_fig, "error": errors, "sim_replications": per_replication,
         "within_tolerance": within_tolerance(errors, load),
         "disturbed": disturbance(s),
     }

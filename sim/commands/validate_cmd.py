@@ -29,7 +29,7 @@ def register(sub) -> None:
     p.add_argument("--from-run", choices=("self", "others"), dest="from_run",
                    help="service times observed in served runs instead of a benchmark (sim/fromrun.py): "
                         "'self' = each run's own batch times and idle response (observe, calibrate, replay); "
-                        "'others' = built from the other runs given, never the run itself (held out)")
+                        "'others' = built from the other runs given with the same batching, never the run itself (held out)")
     p.add_argument("--calibrate", action="store_true", help="calibrate the run's model first (capsim calibrate "
                    "in a child process, same device, dtype and threads, the batch sizes the run needs)")
     p.add_argument("--samples", type=int, default=60, help="samples per batch size with --calibrate (default 60)")
