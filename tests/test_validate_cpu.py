@@ -174,7 +174,7 @@ def test_latency_p99_within_tolerance_with_service_observed_in_the_run(suite):
     load <= 85%: at least 60% of them within ±20% (typically all but one or two). One run's p99 is one draw:
     at 60-85% load it is set by a few slow stretches of the machine meeting bursts of arrivals, and the
     real server does not repeat its own p99 (the repeat runs, same arrivals seconds apart, have differed
-    by up to 210%), so a single run outside ±20% is printed with the simulator's replication range and the
+    by up to 313%), so a single run outside ±20% is printed with the simulator's replication range and the
     real server's own spread, not failed; a simulator that is off in general fails (back-to-back and
     held-out service times put 3-5 of 10 inside)."""
     from sim.validate import MAX_LOAD, TOLERANCES
