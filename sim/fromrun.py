@@ -93,17 +93,15 @@ def idle_response(frame: pd.DataFrame) -> dict | None:
 
 
 def ratio_at(response: dict | None, gap_s: np.ndarray) -> np.ndarray:
-    """The idle response at each gap: 1 back to back, log-linear between bins, flat beyond the last;
-    below the first bin it rises linearly from 1 at gap 0 (the same rule the simulator applies)."""
+    """The idle response at each gap, by the simulator's own rule (:class:`sim.service.IdleResponse`);
+    1 where the gap is unknown (a replica's first batch) or there is no response."""
+    from sim.service import IdleResponse
+
     gap_s = np.asarray(gap_s, float)
     if not response or not response["gaps_s"]:
         return np.ones_like(gap_s)
-    g = np.asarray(response["gaps_s"], float)
-    r = np.asarray(response["ratio"], float)
-    out = np.interp(np.log(np.maximum(gap_s, 1e-12)), np.log(g), r)
-    low = gap_s < g[0]
-    out[low] = 1.0 + (r[0] - 1.0) * np.clip(gap_s[low], 0.0, None) / g[0]
-    return np.where(np.isfinite(gap_s), out, 1.0)
+    curve = IdleResponse(response["gaps_s"], response["ratio"])
+    return np.array([curve.ratio(g) if np.isfinite(g) else 1.0 for g in gap_s.tolist()])
 
 
 def profile_from_runs(runs: Sequence, source: str = "", max_batch_size: int | None = None) -> dict:
