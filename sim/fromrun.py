@@ -104,11 +104,27 @@ def ratio_at(response: dict | None, gap_s: np.ndarray) -> np.ndarray:
     return np.array([curve.ratio(g) if np.isfinite(g) else 1.0 for g in gap_s.tolist()])
 
 
-def profile_from_runs(runs: Sequence, source: str = "", max_batch_size: int | None = None) -> dict:
+SPEEDS = ("level", "trace")
+
+
+def profile_from_runs(runs: Sequence, source: str = "", max_batch_size: int | None = None,
+                      speed: str = "level") -> dict:
     """A ``capsim.profile/1`` document from ``sim.validate.BenchRun`` objects of one model/device,
-    covering batch sizes up to ``max_batch_size`` (default: the largest the runs allowed)."""
+    covering batch sizes up to ``max_batch_size`` (default: the largest the runs allowed).
+
+    ``speed="level"`` models the server's slow speed level (a path walked from a random start, see
+    :func:`slow_level`): a profile for simulating other traffic. ``speed="trace"`` (one run only) keeps
+    every batch's own speed with its start time (``service_level.phase: aligned``): the simulator then
+    replays the run's machine speed at the moments it had it, and each size's samples collapse to its
+    median -- a replay of that run, for validating the batching and queueing against it.
+    """
     if not runs:
         raise CapsimError("profile from-run: no runs given")
+    if speed not in SPEEDS:
+        raise CapsimError(f"profile from-run: speed = {speed!r}: must be one of {', '.join(SPEEDS)}")
+    if speed == "trace" and len(runs) != 1:
+        raise CapsimError(f"profile from-run: speed = 'trace' replays one run's speed over time; got {len(runs)} "
+                          "runs (give one, or use speed 'level')")
     keys = {(r.settings.get("model"), r.settings.get("device"), r.settings.get("dtype"), r.settings.get("threads"))
             for r in runs}
     if len(keys) > 1:
@@ -120,7 +136,10 @@ def profile_from_runs(runs: Sequence, source: str = "", max_batch_size: int | No
     frame = frame[frame["time_s"] > 0]
     response = idle_response(frame)
     normalised = frame["time_s"].to_numpy() / ratio_at(response, frame["gap_s"].to_numpy())
-    levels, level = slow_level(frame.assign(time_s=normalised))
+    if speed == "trace":
+        levels, level = speed_trace(frame.assign(time_s=normalised))
+    else:
+        levels, level = slow_level(frame.assign(time_s=normalised))
     if level is not None:
         normalised = normalised / np.exp(levels)
     counts = frame.groupby("size").size()
@@ -156,6 +175,7 @@ def profile_from_runs(runs: Sequence, source: str = "", max_batch_size: int | No
             "method": "from-run", "runs": [str(r.path) for r in runs], "source": source,
             "batches": int(len(frame)), "sizes_left_out": sorted(int(b) for b in counts.index if int(b) not in kept),
             "sizes_extrapolated": sorted(extrapolated),
+            "speed": speed,
             "notes": "batch times are end - start of a served batch (latency and host overhead together), "
                      "divided by the idle response at the batch's own idle gap and by its speed level; first "
                      "calls from the runs' warm-up",
@@ -216,6 +236,26 @@ def slow_level(frame: pd.DataFrame) -> tuple[np.ndarray, dict | None]:
                     "lags": lags, "autocovariance": [round(c, 6) for c in cov],
                     "method": "log(time / size median) autocovariance at lags 5-50 batches fitted with "
                               "sigma^2 * rho^k; per-size samples divided by each batch's rolling-median level"}
+
+
+def speed_trace(frame: pd.DataFrame) -> tuple[np.ndarray, dict]:
+    """Every batch's own speed, ``x = log(time / median time of its size)``, with its start time: the
+    run's machine speed over time, for ``phase: aligned`` (sim/service.py:SpeedTrace). A size served
+    fewer than ``MIN_PER_SIZE`` times is measured against the medians of the sizes around it (its own
+    median of one or two batches would call every such batch full speed)."""
+    times, sizes = frame["time_s"].to_numpy(), frame["size"].to_numpy()
+    by_size = frame.groupby("size")["time_s"]
+    median, count = by_size.median(), by_size.size()
+    kept = median[count >= MIN_PER_SIZE]
+    if kept.empty:
+        kept = median
+    reference = np.interp(sizes, kept.index.to_numpy(float), kept.to_numpy())
+    reference = np.where(np.isin(sizes, kept.index), median.reindex(sizes).to_numpy(), reference)
+    x = np.log(times / reference)
+    return x, {"phase": "aligned", "path": [round(float(v), 4) for v in x],
+               "path_start_s": [round(float(t), 7) for t in frame["start_s"].to_numpy()],
+               "method": "each served batch's log(time / median time of its size) (idle response taken out) "
+                         "and its start time; replayed at the same moments, integrated over each simulated batch"}
 
 
 def _extrapolate(samples: dict[int, np.ndarray], counts: pd.Series, allowed: int) -> dict[int, np.ndarray]:

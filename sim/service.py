@@ -26,8 +26,9 @@ from sim.errors import ProfileError
 class ServiceSampler:
     """Draws batch service times; one instance per replication (it owns a random stream)."""
 
-    def draw(self, batch_size: int, idle_s: float = 0.0) -> float:  # pragma: no cover - interface
-        """One batch's service time; ``idle_s`` is how long the replica sat idle before it."""
+    def draw(self, batch_size: int, idle_s: float = 0.0, now_s: float = 0.0) -> float:  # pragma: no cover
+        """One batch's service time; ``idle_s`` is how long the replica sat idle before it, ``now_s``
+        the simulated time it starts."""
         raise NotImplementedError
 
     def mean_s(self, batch_size: int) -> float:  # pragma: no cover - interface
@@ -48,7 +49,7 @@ class ParametricSampler(ServiceSampler):
     stream: BufferedStream
     scale: float = 1.0
 
-    def draw(self, batch_size: int, idle_s: float = 0.0) -> float:
+    def draw(self, batch_size: int, idle_s: float = 0.0, now_s: float = 0.0) -> float:
         return (self.base_s + self.per_item_s * batch_size) * self.stream.next()
 
     def mean_s(self, batch_size: int) -> float:
@@ -70,6 +71,7 @@ class ProfileSampler(ServiceSampler):
         self.profile = profile
         self._uniform = BufferedStream(lambda r, n: r.random(n), rng)
         self._level = SpeedLevel.of(profile, rng)
+        self._trace = SpeedTrace.of(profile)
         self._response = IdleResponse.of(profile) if idle_effects else None
         idle_ratios, self._idle_gap_s = (idle_slowdown(profile) if idle_effects and self._response is None
                                          else ({}, 1.0))
@@ -93,7 +95,7 @@ class ProfileSampler(ServiceSampler):
             self._mean.append((mean + (float(overhead.mean()) if overhead.size else 0.0) + busy) / speedup)
             self._first.append(0.0 if warmed_up else _first_extra(profile, lo, hi, w) / speedup)
 
-    def draw(self, batch_size: int, idle_s: float = 0.0) -> float:
+    def draw(self, batch_size: int, idle_s: float = 0.0, now_s: float = 0.0) -> float:
         lo, hi, w, overhead = self._table[batch_size]
         u = self._uniform.next()
         x = lo[int(u * len(lo))]
@@ -107,6 +109,8 @@ class ProfileSampler(ServiceSampler):
             ratios = self._idle[batch_size]
             ratio = ratios[int(self._uniform.next() * len(ratios))]
             x *= 1.0 + (ratio - 1.0) * min(1.0, idle_s / self._idle_gap_s)
+        if self._trace is not None:
+            x = self._trace.duration(now_s, x)
         if overhead:
             x += overhead[int(self._uniform.next() * len(overhead))]
         late = self._dispatch_idle if idle_s > 0.0 else self._dispatch_busy
@@ -146,7 +150,7 @@ class SpeedLevel:
     def of(cls, profile, rng: np.random.Generator) -> SpeedLevel | None:
         c = (profile.raw or {}).get("service_level") or {}
         sigma, rho, path = c.get("sigma"), c.get("rho"), c.get("path")
-        if not path and (not sigma or rho is None):
+        if c.get("phase") == "aligned" or (not path and (not sigma or rho is None)):
             return None
         return cls(float(sigma or 0.0), float(rho or 0.0), rng, path)
 
@@ -156,6 +160,64 @@ class SpeedLevel:
             return self._path[self._i]
         self._level = self._rho * self._level + self._step * self._normal.next()
         return math.exp(self._level)
+
+
+class SpeedTrace:
+    """A served run's speed over time, replayed at the same moments (``service_level.phase: aligned``,
+    a ``capsim profile from-run --speed trace`` profile of one run; ``capsim validate --from-run replay``).
+
+    Real batch ``i`` started at ``path_start_s[i]`` and took ``exp(path[i])`` times its size's median
+    (after the idle response is taken out): from then until the next real batch started the machine
+    worked at rate ``exp(-path[i])`` (before the first start the first rate, after the last the last).
+    A simulated batch needing ``w`` seconds of median-speed work from ``t`` ends when the cumulative
+    work ``C`` reaches ``C(t) + w``: the speed is integrated over the batch, not read at its start,
+    which would pick slow batches by their length (the inspection paradox) and run ~5% slow.
+    Deterministic: with one run's trace the simulator's only remaining draws are dispatch delays.
+    """
+
+    __slots__ = ("_at", "_rate", "_work")
+
+    def __init__(self, start_s: list[float], log_level: list[float]) -> None:
+        if len(start_s) != len(log_level) or not start_s:
+            raise ProfileError(f"service_level.path_start_s has {len(start_s)} times for {len(log_level)} path "
+                               "levels; they must pair up (and not be empty)")
+        order = sorted(range(len(start_s)), key=start_s.__getitem__)
+        self._at = [float(start_s[k]) for k in order]
+        self._rate = [math.exp(-float(log_level[k])) for k in order]
+        work, total = [0.0], 0.0
+        for k in range(1, len(self._at)):
+            total += (self._at[k] - self._at[k - 1]) * self._rate[k - 1]
+            work.append(total)
+        self._work = work
+
+    @classmethod
+    def of(cls, profile) -> SpeedTrace | None:
+        c = (profile.raw or {}).get("service_level") or {}
+        phase = c.get("phase") or "random"
+        if phase not in ("random", "aligned"):
+            raise ProfileError(f"service_level.phase = {phase!r}: must be 'random' (walk the level path from a "
+                               "random start) or 'aligned' (replay it at the times in path_start_s)")
+        if phase == "random":
+            return None
+        if not c.get("path") or not c.get("path_start_s"):
+            raise ProfileError("service_level.phase = 'aligned' needs service_level.path and path_start_s "
+                               "(capsim profile from-run --speed trace, from one run)")
+        return cls(c["path_start_s"], c["path"])
+
+    def work_at(self, t: float) -> float:
+        """Median-speed work done from the first real batch's start until ``t`` (negative before it)."""
+        i = bisect.bisect_right(self._at, t) - 1
+        if i < 0:
+            return (t - self._at[0]) * self._rate[0]
+        return self._work[i] + (t - self._at[i]) * self._rate[i]
+
+    def duration(self, now_s: float, work_s: float) -> float:
+        """How long ``work_s`` of median-speed work takes when started at ``now_s``."""
+        target = self.work_at(now_s) + work_s
+        if target < 0.0:
+            return self._at[0] + target / self._rate[0] - now_s
+        i = bisect.bisect_right(self._work, target) - 1
+        return self._at[i] + (target - self._work[i]) / self._rate[i] - now_s
 
 
 class IdleResponse:

@@ -119,14 +119,24 @@ def service_ratio(run: BenchRun, profile: Profile) -> float:
     return real / predicted if predicted else math.nan
 
 
+FROM_RUN_MODES = ("replay", "self", "others")
+
+
 def profile_from_run_for(run: BenchRun, runs: list[BenchRun], mode: str, out_dir: Path) -> Path:
-    """Write and return the from-run profile that validates ``run``: built from ``run`` itself
-    (``mode == "self"``) or from every other given run of the same model, device, dtype and threads
-    (``"others"``: held out, the run's own batches are never used) with the same batching settings."""
+    """Write and return the from-run profile that validates ``run``:
+
+    * ``"replay"``: ``run``'s own speed over time, replayed at the same moments (``speed="trace"``):
+      the simulator must still form the batches, queue and time every request itself;
+    * ``"self"``: ``run``'s own batch-time distributions and slow speed level, at a random phase;
+    * ``"others"``: every other given run of the same model, device, dtype, threads and batching
+      (held out: the run's own batches are never used).
+    """
+    if mode not in FROM_RUN_MODES:
+        raise CapsimError(f"--from-run = {mode!r}: must be one of {', '.join(FROM_RUN_MODES)}")
     from sim.fromrun import profile_from_runs
     from sim.profile import write_profile
 
-    if mode == "self":
+    if mode in ("self", "replay"):
         sources = [run]
     else:
         key = _model_key(run)
@@ -135,7 +145,8 @@ def profile_from_run_for(run: BenchRun, runs: list[BenchRun], mode: str, out_dir
             raise CapsimError(f"--from-run others: no other run of {run.settings.get('model')} with the same "
                               f"device, dtype, threads and batching as {run.path} to build its profile from")
     needed = int(run.settings["batching"]["max_batch_size"])
-    doc = profile_from_runs(sources, source=f"validate --from-run {mode}", max_batch_size=needed)
+    doc = profile_from_runs(sources, source=f"validate --from-run {mode}", max_batch_size=needed,
+                            speed="trace" if mode == "replay" else "level")
     largest = max(entry["batch_size"] for entry in doc["batches"])
     if largest < needed:
         raise CapsimError(f"--from-run {mode}: run {run.name} batches up to {needed}, but the runs it is built from "

@@ -220,3 +220,89 @@ def test_a_from_run_profile_matches_the_json_schema(tmp_path):
     doc["dispatch"] = {"idle_s": [3e-5], "busy_s": [1e-5], "method": "test"}
     jsonschema.validate(doc, schema)
     assert doc["service_level"] is None or len(doc["service_level"]["path"]) > 0
+
+
+def test_a_speed_trace_is_integrated_over_each_batch():
+    from sim.service import SpeedTrace
+
+    # The machine ran at full speed from 0 s, half speed from 1 s, double speed from 2 s.
+    trace = SpeedTrace([0.0, 1.0, 2.0], [0.0, float(np.log(2.0)), float(np.log(0.5))])
+    assert trace.duration(0.5, 1.0) == pytest.approx(1.5)  # 0.5 s at rate 1, then 1 s at rate 1/2
+    assert trace.duration(0.0, 2.0) == pytest.approx(2.25)  # 1 + 0.5 of work by 2 s, the rest at rate 2
+    assert trace.duration(-1.0, 0.5) == pytest.approx(0.5)  # before the first batch: its rate
+    assert trace.duration(3.0, 1.0) == pytest.approx(0.5)  # after the last: its rate
+    assert trace.duration(1.0, 0.0) == 0.0
+    with pytest.raises(Exception, match="pair up"):
+        SpeedTrace([0.0, 1.0], [0.0])
+
+
+def hand_made_run(tmp_path, speed) -> Path:
+    """A one-request-at-a-time 'real' run whose batches took 1 ms x speed(start): no queueing, so every
+    latency is one batch time."""
+    arrivals = np.round(np.arange(1, 41) * 0.025, 6)
+    times = 1e-3 * np.array([speed(t) for t in arrivals])
+    out = tmp_path / "hand"
+    out.mkdir()
+    pd.DataFrame({"id": np.arange(40), "arrival_s": arrivals, "start_s": arrivals, "end_s": arrivals + times,
+                  "latency_s": times, "outcome": "served", "replica": 0}).to_parquet(out / "requests.parquet")
+    pd.DataFrame({"replica": 0, "start_s": arrivals, "end_s": arrivals + times, "size": 1,
+                  "first_call": False}).to_parquet(out / "batches.parquet")
+    (out / "run.json").write_text(json.dumps({
+        "model": "fixed", "device": "cpu", "dtype": "fp32", "threads": 1, "seed": 0, "duration_s": 1.05,
+        "batching": {"max_batch_size": 1, "max_queue_delay_s": 0.0, "preferred_batch_sizes": []}}))
+    return out
+
+
+def test_replay_reproduces_a_run_whose_machine_slowed_down_midway(tmp_path):
+    """The 'real' machine halved its speed at 0.5 s. The replay profile carries each batch's speed and
+    start; the simulator takes the same batch times at the same moments, so every latency matches."""
+    run_dir = hand_made_run(tmp_path, lambda t: 1.0 if t < 0.5 else 2.0)
+    run = v.load_run(run_dir)
+    doc = profile_from_runs([run], speed="trace")
+    assert doc["service_level"]["phase"] == "aligned" and len(doc["service_level"]["path_start_s"]) == 40
+    median = float(np.median(run.batches["end_s"] - run.batches["start_s"]))
+    assert np.allclose(doc["batches"][0]["latency_s"], median)  # every sample at the size's median
+    path = v.profile_from_run_for(run, [run], "replay", tmp_path / "out")
+    result, _ = v.simulate(run, path, tmp_path / "out", replications=2)
+    sim_latency = result.requests.sort_values(["replication", "arrival_s"])["latency_s"].to_numpy()
+    # (the profile stores log speeds to 4 decimals: 1e-4 relative)
+    assert sim_latency == pytest.approx(np.tile(run.requests["latency_s"].to_numpy(), 2), rel=1e-4)
+    # The same batch times drawn at random (from-run self; 40 batches are too few for a level): the
+    # slow ones land on other requests.
+    self_path = v.profile_from_run_for(run, [run], "self", tmp_path / "out")
+    assert json.loads(self_path.read_text())["service_level"] is None
+    drawn, _ = v.simulate(run, self_path, tmp_path / "out", replications=1)
+    drawn_latency = drawn.requests.sort_values("arrival_s")["latency_s"].to_numpy()
+    assert not np.allclose(drawn_latency, run.requests["latency_s"].to_numpy(), rtol=1e-2)
+
+
+def test_a_speed_trace_needs_one_run_and_a_known_phase(tmp_path):
+    from sim.profile import load_profile
+    from sim.service import SpeedTrace
+
+    profile = deterministic_profile(tmp_path / "fixed.json")
+    a, _ = fake_run(tmp_path, profile, rate=1500)
+    b, _ = fake_run(tmp_path, profile, rate=2500)
+    with pytest.raises(CapsimError, match="one run"):
+        profile_from_runs([v.load_run(a), v.load_run(b)], speed="trace")
+    with pytest.raises(CapsimError, match="speed = 'jitter'"):
+        profile_from_runs([v.load_run(a)], speed="jitter")
+    for section, message in (({"phase": "sideways", "path": [0.0]}, "must be 'random'"),
+                             ({"phase": "aligned", "path": [0.0]}, "path_start_s")):
+        with pytest.raises(Exception, match=message):
+            SpeedTrace.of(load_profile(with_sections(tmp_path, service_level=section)))
+
+
+def test_profile_from_run_speed_trace_on_the_command_line(tmp_path, capsys):
+    import jsonschema
+
+    profile = deterministic_profile(tmp_path / "fixed.json")
+    run_dir, result = fake_run(tmp_path, profile, rate=1500)
+    out = tmp_path / "trace.json"
+    assert main(["profile", "from-run", str(run_dir), "--speed", "trace", "--out", str(out)]) == 0
+    doc = json.loads(out.read_text())
+    schema = json.loads((Path(sim.__file__).parent / "data" / "profile.schema.json").read_text())
+    jsonschema.validate(doc, schema)
+    assert doc["calibration"]["speed"] == "trace"
+    assert len(doc["service_level"]["path"]) == len(result.batches)
+    assert np.allclose(doc["service_level"]["path"], 0.0, atol=1e-4)  # a deterministic server: one speed

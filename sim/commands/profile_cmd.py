@@ -53,6 +53,10 @@ def register(subparsers) -> None:
                                     "one device. See docs/validation.md.")
     fr.add_argument("runs", nargs="+", metavar="RUN_DIR", help="bench-serve run directories")
     fr.add_argument("--out", required=True, metavar="FILE", help="profile to write")
+    fr.add_argument("--speed", choices=("level", "trace"), default="level",
+                    help="'level' (default): the server's slow speed level as a path walked from a random start, "
+                         "for simulating other traffic; 'trace' (one run): every batch's speed at the moment it "
+                         "ran, replayed at the same times (a replay of that run)")
     fr.set_defaults(func=from_run_cmd)
     p.set_defaults(func=lambda args: (p.print_help(), 0)[1])
 
@@ -64,7 +68,7 @@ def from_run_cmd(args: argparse.Namespace) -> int:
     from sim.profile import load_profile, write_profile
     from sim.validate import load_run
 
-    doc = profile_from_runs([load_run(r) for r in args.runs], source="capsim profile from-run")
+    doc = profile_from_runs([load_run(r) for r in args.runs], source="capsim profile from-run", speed=args.speed)
     path = write_profile(doc, args.out)
     console = Console()
     console.print(_table(load_profile(path)))

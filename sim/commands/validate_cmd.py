@@ -1,4 +1,4 @@
-"""`capsim validate RUN_DIR... --profile FILE|BUILTIN | --calibrate | --from-run self|others [--out DIR]`: simulation vs a real run."""
+"""`capsim validate RUN_DIR... --profile FILE|BUILTIN | --calibrate | --from-run replay|self|others [--out DIR]`: simulation vs a real run."""
 
 from __future__ import annotations
 
@@ -11,7 +11,8 @@ EPILOG = """\
 examples:
   capsim validate runs/b8-1500 --calibrate                 # calibrate on this machine first, same threads
   capsim validate runs/b8-* --profile my-cpu-profile.json --out runs/validation
-  capsim validate runs/b8-* --from-run self               # service times observed in each run itself
+  capsim validate runs/b8-* --from-run replay             # each run's own server speed, moment by moment
+  capsim validate runs/b8-* --from-run self               # each run's own service times, at a random phase
   capsim validate runs/b8-* --from-run others             # held out: built from the other runs only
 A run directory comes from `capsim bench-serve`. See docs/validation.md.
 """
@@ -26,9 +27,11 @@ def register(sub) -> None:
     p.add_argument("runs", nargs="+", metavar="RUN_DIR", help="bench-serve run directories")
     p.add_argument("--profile", metavar="FILE|BUILTIN", help="service-time profile (calibrated on the same "
                    "machine with the run's thread count)")
-    p.add_argument("--from-run", choices=("self", "others"), dest="from_run",
+    p.add_argument("--from-run", choices=("replay", "self", "others"), dest="from_run",
                    help="service times observed in served runs instead of a benchmark (sim/fromrun.py): "
-                        "'self' = each run's own batch times and idle response (observe, calibrate, replay); "
+                        "'replay' = each run's own server speed at each moment, replayed at the same times (tests "
+                        "the batching and queueing given the machine); "
+                        "'self' = each run's own batch times, idle response and speed level at a random phase; "
                         "'others' = built from the other runs given with the same batching, never the run itself (held out)")
     p.add_argument("--calibrate", action="store_true", help="calibrate the run's model first (capsim calibrate "
                    "in a child process, same device, dtype and threads, the batch sizes the run needs)")
@@ -48,7 +51,7 @@ def main(args) -> int:
     from sim.errors import CapsimError
 
     if sum(map(bool, (args.profile, args.calibrate, args.from_run))) != 1:
-        raise CapsimError("give exactly one of --profile FILE|BUILTIN, --calibrate or --from-run self|others")
+        raise CapsimError("give exactly one of --profile FILE|BUILTIN, --calibrate or --from-run replay|self|others")
     if args.replications < 1:
         raise CapsimError(f"--replications = {args.replications}: must be >= 1")
     runs = [v.load_run(r) for r in args.runs]
