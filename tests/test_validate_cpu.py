@@ -267,8 +267,9 @@ def test_replay_with_a_wrong_batching_rule_misses(suite, tmp_path):
     """Negative control: the replay is not a copy of the run, its figures follow the batching rules.
     Each wrong rule is judged where it binds, and every such run must miss the tolerance (p50 ±10%,
     p99 ±20% or mean batch size ±10%): no max-queue-delay wait (greedy batching, a common
-    simplification) at <= 45% measured load, where batches form by waiting; half the max batch size at
-    >= 55%, where batches fill up. (At 60-85% load the wait hardly matters: batches fill first.)"""
+    simplification) at <= 45% measured load, where batches form by waiting; half the max batch size
+    where at least 60% of the real batches were larger than that. (At 60-85% load the wait hardly
+    matters, batches fill first; a cap that 40% of batches exceed moved b32 at 63% load by only -9%.)"""
     import copy
     import dataclasses
 
@@ -276,9 +277,11 @@ def test_replay_with_a_wrong_batching_rule_misses(suite, tmp_path):
 
     bounds = {**TOLERANCES, "mean_batch_size": 0.10}
     loads = {r["run"]: r["load"] for r in suite["from-run-replay"]["runs"]}
-    wrong_rules = {"no queue delay": (lambda b: {**b, "max_queue_delay_s": 0.0}, lambda load: load <= 0.45),
+    wrong_rules = {"no queue delay": (lambda b: {**b, "max_queue_delay_s": 0.0},
+                                      lambda run: loads[run.name] <= 0.45),
                    "half the max batch": (lambda b: {**b, "max_batch_size": b["max_batch_size"] // 2},
-                                          lambda load: load >= 0.55)}
+                                          lambda run: (run.batches["size"] > run.settings["batching"]["max_batch_size"]
+                                                       // 2).mean() >= 0.6)}
     outcomes = []
     for path in suite["run_dirs"]:
         run = load_run(path)
@@ -286,7 +289,7 @@ def test_replay_with_a_wrong_batching_rule_misses(suite, tmp_path):
             continue
         profile = profile_from_run_for(run, [run], "replay", tmp_path)
         for rule, (change, binds) in wrong_rules.items():
-            if not binds(loads[run.name]):
+            if not binds(run):
                 continue
             settings = copy.deepcopy(run.settings)
             settings["batching"] = change(settings["batching"])
