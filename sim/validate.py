@@ -320,25 +320,36 @@ def qq_plot(real_s: np.ndarray, sim_s: np.ndarray, path: Path, title: str) -> Pa
     return path
 
 
-def error_table(records: list[dict]):
-    """A rich table: one row per run, relative errors in %, red where outside the stated tolerance."""
+def error_table(records: list[dict], width: int = 160):
+    """A rich table: one row per run, real p50/p99 and the relative errors (Δ, in %), red where outside
+    the stated tolerance. Below ``width`` 128 (an 80-column terminal, a CI log) only the judged figures;
+    the run's name is never cut."""
+    from rich import box
     from rich.table import Table
 
-    table = Table(title="simulation vs real: relative error (sim - real) / real", header_style="bold")
-    for col in ("run", "batch/delay", "load", "real p50/p99 ms", *(LABELS[k] for k in METRICS), "service", "ok"):
-        table.add_column(col, justify="left" if col in ("run", "batch/delay") else "right", no_wrap=col != "run")
+    wide = width >= 128
+    keys = METRICS if wide else ("latency_p50_s", "latency_p99_s", "mean_batch_size")
+    table = Table(title="simulation vs real: Δ = (sim - real) / real", header_style="bold", box=box.SIMPLE_HEAD,
+                  caption="load: offered / the profile's capacity; D: disturbed by the machine", show_edge=False,
+                  collapse_padding=True)
+    table.add_column("run", no_wrap=True, min_width=max((len(r["run"]) for r in records), default=3))
+    if wide:
+        table.add_column("batch/delay", no_wrap=True)
+    for col in ("load", "p50 ms", "p99 ms", *(f"Δ{LABELS[k]}" for k in keys), *(("service",) if wide else ()), "ok"):
+        table.add_column(col, justify="right", no_wrap=True)
     for r in records:
         cells = []
-        for key in METRICS:
+        for key in keys:
             e = r["error"][key]
             bad = key in TOLERANCES and r["load"] <= MAX_LOAD and abs(e) > TOLERANCES[key]
             cells.append(f"[red]{e:+.1%}[/]" if bad else f"{e:+.1%}")
         ok = {True: "[green]yes[/]", False: "[red]no[/]", None: "—"}[r["within_tolerance"]]
-        ok += " [yellow](disturbed)[/]" if r.get("disturbed") else ""
-        table.add_row(r["run"], f"{r['max_batch_size']} / {r['max_queue_delay_ms']:g} ms"
-                      + (f" ×{r['replicas']}" if r["replicas"] > 1 else ""), f"{r['load']:.0%}",
-                      f"{r['real']['latency_p50_s'] * 1e3:.2f} / {r['real']['latency_p99_s'] * 1e3:.2f}",
-                      *cells, f"{r['service_ratio']:.2f}×", ok)
+        ok += " [yellow]D[/]" if r.get("disturbed") else ""
+        setting = [f"{r['max_batch_size']}/{r['max_queue_delay_ms']:g}ms"
+                   + (f" ×{r['replicas']}" if r["replicas"] > 1 else "")] if wide else []
+        table.add_row(r["run"], *setting, f"{r['load']:.0%}",
+                      f"{r['real']['latency_p50_s'] * 1e3:.2f}", f"{r['real']['latency_p99_s'] * 1e3:.2f}",
+                      *cells, *((f"{r['service_ratio']:.2f}×",) if wide else ()), ok)
     return table
 
 

@@ -92,7 +92,7 @@ def test_cli_table_json_and_plots(tmp_path, capsys):
     assert main(["validate", *map(str, runs), "--profile", str(profile), "--out", str(out),
                  "--replications", "2"]) == 0
     printed = capsys.readouterr().out
-    assert "relative error" in printed and "2 of 2" in printed
+    assert "Δ = (sim - real) / real" in printed and "run-1500" in printed and "2 of 2" in printed
     doc = json.loads((out / "validation.json").read_text())
     assert [r["run"] for r in doc["runs"]] == ["run-500", "run-1500"]
     assert doc["tolerances"] == {"latency_p50_s": 0.1, "latency_p99_s": 0.2}

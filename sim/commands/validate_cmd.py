@@ -73,7 +73,7 @@ def main(args) -> int:
             profile = resolve_profile_path(args.profile)
         records.append(v.validate_run(run, profile, out, args.replications, args.seed, plot=not args.no_plot))
     console = Console()
-    console.print(v.error_table(records))
+    console.print(v.error_table(records, console.width))
     report = v.write_report(records, out)
     summary = v.overall(records)
     console.print(f"runs within tolerance (p50 ±{v.TOLERANCES['latency_p50_s']:.0%}, p99 "
