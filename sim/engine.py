@@ -88,6 +88,7 @@ class RawRecords:
     batch_of: np.ndarray  # batch id per request, -1 if never started
     outcome: np.ndarray
     drop_s: np.ndarray  # end time of rejected / timed-out requests (NaN when served)
+    drop_replica: np.ndarray  # replica a rejected / timed-out request was routed to (-1 otherwise)
     batch_replica: np.ndarray
     batch_start_s: np.ndarray
     batch_end_s: np.ndarray
@@ -135,6 +136,7 @@ class Engine:
         self._batch_of = [-1] * self.n
         self._outcome = [SERVED] * self.n
         self._drop_s: dict[int, float] = {}
+        self._drop_rep: dict[int, int] = {}  # replica a rejected / timed-out request was routed to
         self._b_rep: list[int] = []
         self._b_start: list[float] = []
         self._b_end: list[float] = []
@@ -170,6 +172,7 @@ class Engine:
     def _sampler(self):
         env, dt, series = self.env, self.sample_interval_s, self._series
         while True:
+            self.expire()
             series["time_s"].append(env.now)
             series["queue_len"].append(sum(len(r.queue) for r in self.replicas))
             series["in_service"].append(sum(r.outstanding - len(r.queue) for r in self.replicas))
@@ -202,20 +205,32 @@ class Engine:
             self._route(i)
 
     def _route(self, i: int) -> None:
-        rep = self.router.choose(self.ready)
-        rep.arrived += 1
         policy = self.policy
         if policy.timeout_s is not None:
-            self._prune(rep)
+            self.expire()  # routers read outstanding counts: none may still hold an expired request
+        rep = self.router.choose(self.ready)
+        rep.arrived += 1
         if policy.max_queue_size and len(rep.queue) >= policy.max_queue_size:
             self._outcome[i] = REJECTED
             self._drop_s[i] = self.env._now
+            self._drop_rep[i] = rep.index
             self.finished += 1
             return
         rep.queue.append(i)
         rep.outstanding += 1
         if rep.free:
             self._dispatch(rep)
+
+    def expire(self) -> None:
+        """Time out every queued request whose start deadline has passed, on every replica. Expiry is
+        otherwise settled lazily (a replica prunes its own queue when it next looks at it; the records
+        are exact either way, ``drop_s`` being the deadline), but routers and the autoscaler's monitor
+        read ``outstanding`` and queue lengths, which must not count requests already gone."""
+        if self.policy.timeout_s is None:
+            return
+        for rep in self.replicas:
+            if rep.queue:
+                self._prune(rep)
 
     def _prune(self, rep: Replica) -> None:
         """Drop requests at the head whose start deadline passed (FIFO + one timeout: heads expire first)."""
@@ -224,6 +239,7 @@ class Engine:
             i = q.popleft()
             self._outcome[i] = TIMED_OUT
             self._drop_s[i] = at[i] + limit
+            self._drop_rep[i] = rep.index
             rep.outstanding -= 1
             self.finished += 1
 
@@ -299,6 +315,10 @@ class Engine:
         if self._drop_s:
             idx = np.fromiter(self._drop_s.keys(), dtype=np.int64, count=len(self._drop_s))
             drop[idx] = np.fromiter(self._drop_s.values(), dtype=float, count=len(self._drop_s))
+        drop_rep = np.full(self.n, -1, dtype=np.int32)
+        if self._drop_rep:
+            idx = np.fromiter(self._drop_rep.keys(), dtype=np.int64, count=len(self._drop_rep))
+            drop_rep[idx] = np.fromiter(self._drop_rep.values(), dtype=np.int32, count=len(self._drop_rep))
         end_s = self.env.now
         for rep in self.replicas:
             if rep.gone_s is None:
@@ -308,6 +328,7 @@ class Engine:
             batch_of=np.asarray(self._batch_of, dtype=np.int64),
             outcome=np.asarray(self._outcome, dtype=np.int8),
             drop_s=drop,
+            drop_replica=drop_rep,
             batch_replica=np.asarray(self._b_rep, dtype=np.int32),
             batch_start_s=np.asarray(self._b_start, dtype=float),
             batch_end_s=np.asarray(self._b_end, dtype=float),

@@ -30,6 +30,7 @@ class Monitor:
         self._times: deque[float] = deque(maxlen=self.samples.maxlen)
 
     def scrape(self, now: float) -> None:
+        self.engine.expire()
         per = {r.index: (r.busy_instance_s(now), r.arrived, r.outstanding, len(r.queue))
                for r in self.engine.replicas if r.gone_s is None and r.state in ("ready", "draining")}
         self.samples.append(Sample(now, per, len(self.engine.held)))

@@ -127,7 +127,8 @@ def to_frames(raw: RawRecords):
         "end_s": end,
         "latency_s": end - raw.arrival_s,
         "queue_s": start - raw.arrival_s,
-        "replica": np.where(started, raw.batch_replica[safe] if raw.batch_replica.size else -1, -1).astype(np.int32),
+        "replica": np.where(started, raw.batch_replica[safe] if raw.batch_replica.size else -1,
+                            raw.drop_replica).astype(np.int32),
         "batch_size": np.where(started, raw.batch_size[safe] if raw.batch_size.size else 0, 0).astype(np.int32),
         "outcome": pd.Categorical.from_codes(raw.outcome.astype(np.int8), categories=list(OUTCOMES)),
     })
