@@ -267,7 +267,7 @@ class Engine:
         q = rep.queue
         batch = [q.popleft() for _ in range(size)]
         idle_s = now - rep.last_change if rep.free == rep.instances else 0.0
-        service_s = self.service.draw(size, idle_s, now)
+        service_s = self.service.draw(size, idle_s, now, rep.index)
         first = False
         if not self.warm and size not in rep.seen:
             rep.seen.add(size)

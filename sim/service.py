@@ -26,9 +26,10 @@ from sim.errors import ProfileError
 class ServiceSampler:
     """Draws batch service times; one instance per replication (it owns a random stream)."""
 
-    def draw(self, batch_size: int, idle_s: float = 0.0, now_s: float = 0.0) -> float:  # pragma: no cover
-        """One batch's service time; ``idle_s`` is how long the replica sat idle before it, ``now_s``
-        the simulated time it starts."""
+    def draw(self, batch_size: int, idle_s: float = 0.0, now_s: float = 0.0,
+             replica: int = 0) -> float:  # pragma: no cover - interface
+        """One batch's service time on ``replica``; ``idle_s`` is how long the replica sat idle before
+        it, ``now_s`` the simulated time it starts."""
         raise NotImplementedError
 
     def mean_s(self, batch_size: int) -> float:  # pragma: no cover - interface
@@ -49,7 +50,7 @@ class ParametricSampler(ServiceSampler):
     stream: BufferedStream
     scale: float = 1.0
 
-    def draw(self, batch_size: int, idle_s: float = 0.0, now_s: float = 0.0) -> float:
+    def draw(self, batch_size: int, idle_s: float = 0.0, now_s: float = 0.0, replica: int = 0) -> float:
         return (self.base_s + self.per_item_s * batch_size) * self.stream.next()
 
     def mean_s(self, batch_size: int) -> float:
@@ -70,7 +71,10 @@ class ProfileSampler(ServiceSampler):
             )
         self.profile = profile
         self._uniform = BufferedStream(lambda r, n: r.random(n), rng)
-        self._level = SpeedLevel.of(profile, rng)
+        # One speed level per replica (its own device and host): replica 0's from ``rng`` itself, the
+        # others' from child seeds spawned as they first run a batch (the main stream is not touched).
+        self._levels = [SpeedLevel.of(profile, rng)]
+        self._rng = rng
         self._trace = SpeedTrace.of(profile)
         self._response = IdleResponse.of(profile) if idle_effects else None
         idle_ratios, self._idle_gap_s = (idle_slowdown(profile) if idle_effects and self._response is None
@@ -95,14 +99,14 @@ class ProfileSampler(ServiceSampler):
             self._mean.append((mean + (float(overhead.mean()) if overhead.size else 0.0) + busy) / speedup)
             self._first.append(0.0 if warmed_up else _first_extra(profile, lo, hi, w) / speedup)
 
-    def draw(self, batch_size: int, idle_s: float = 0.0, now_s: float = 0.0) -> float:
+    def draw(self, batch_size: int, idle_s: float = 0.0, now_s: float = 0.0, replica: int = 0) -> float:
         lo, hi, w, overhead = self._table[batch_size]
         u = self._uniform.next()
         x = lo[int(u * len(lo))]
         if w:
             x += w * (hi[int(u * len(hi))] - x)
-        if self._level is not None:
-            x *= self._level.next()
+        if self._levels[0] is not None:
+            x *= self._level_of(replica).next()
         if idle_s > 0.0 and self._response is not None:
             x *= self._response.ratio(idle_s)
         elif idle_s > 0.0 and self._idle:
@@ -117,6 +121,13 @@ class ProfileSampler(ServiceSampler):
         if late:
             x += late[int(self._uniform.next() * len(late))]
         return x / self._speedup
+
+    def _level_of(self, replica: int) -> SpeedLevel:
+        levels = self._levels
+        while len(levels) <= replica:
+            child = np.random.default_rng(self._rng.bit_generator.seed_seq.spawn(1)[0])
+            levels.append(SpeedLevel.of(self.profile, child))
+        return levels[replica]
 
     def mean_s(self, batch_size: int) -> float:
         return self._mean[batch_size]
@@ -134,7 +145,9 @@ class SpeedLevel:
     understate how queues build up in them. With a measured ``path`` (the level of each served batch
     in order) the sampler walks it circularly from a random start: the machine's own slowdowns, at a
     random phase to the arrivals. Without one, ``L`` is an AR(1) in batches,
-    ``L_t = rho * L_(t-1) + sigma * sqrt(1 - rho^2) * e_t``. One level per sampler (per replication).
+    ``L_t = rho * L_(t-1) + sigma * sqrt(1 - rho^2) * e_t``. One level per replica and replication:
+    replicas run on their own devices, so each walks the path from its own start (a one-run trace
+    replayed with ``phase: aligned`` is the machine's, shared: :class:`SpeedTrace`).
     """
 
     __slots__ = ("_normal", "_rho", "_step", "_level", "_path", "_i")

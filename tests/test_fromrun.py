@@ -306,3 +306,30 @@ def test_profile_from_run_speed_trace_on_the_command_line(tmp_path, capsys):
     assert doc["calibration"]["speed"] == "trace"
     assert len(doc["service_level"]["path"]) == len(result.batches)
     assert np.allclose(doc["service_level"]["path"], 0.0, atol=1e-4)  # a deterministic server: one speed
+
+
+def test_each_replica_walks_the_speed_level_path_from_its_own_start(tmp_path):
+    profile = with_sections(tmp_path, service_level={"path": [0.0, float(np.log(2.0)), float(np.log(3.0))]})
+    trace = tmp_path / "arrivals.csv"
+    trace.write_text("arrival_s\n" + "".join(f"{0.1 + 0.01 * k!r}\n" for k in range(12)))
+
+    def batches(seed):
+        return sim.run(sim.scenario_from_dict({
+            "workload": {"arrivals": {"process": "trace", "path": str(trace)}},
+            "service": {"type": "profile", "profile": str(profile)},
+            "batching": {"max_batch_size": 1}, "fleet": {"replicas": 2, "router": "round_robin"},
+            "run": {"duration_s": 1.0, "seed": seed}})).batches
+
+    starts = set()
+    for seed in range(8):
+        b = batches(seed)
+        pd.testing.assert_frame_equal(batches(seed), b)  # deterministic
+        per_replica = []
+        for rep in (0, 1):
+            mine = b[b["replica"] == rep].sort_values("start_s")
+            factors = ((mine["end_s"] - mine["start_s"]) / 0.00125).round(9).tolist()
+            start = [1.0, 2.0, 3.0].index(factors[0])
+            assert factors == [[1.0, 2.0, 3.0][(start + k) % 3] for k in range(6)]  # in order, per replica
+            per_replica.append(start)
+        starts.add(tuple(per_replica))
+    assert any(a != b for a, b in starts)  # the replicas' phases are not tied together
