@@ -137,6 +137,7 @@ class Engine:
         self._outcome = [SERVED] * self.n
         self._drop_s: dict[int, float] = {}
         self._drop_rep: dict[int, int] = {}  # replica a rejected / timed-out request was routed to
+        self._expiry_bound = math.inf  # <= the earliest start deadline of any queued request
         self._b_rep: list[int] = []
         self._b_start: list[float] = []
         self._b_end: list[float] = []
@@ -217,6 +218,8 @@ class Engine:
             self.finished += 1
             return
         rep.queue.append(i)
+        if policy.timeout_s is not None and self._at[i] + policy.timeout_s < self._expiry_bound:
+            self._expiry_bound = self._at[i] + policy.timeout_s
         rep.outstanding += 1
         if rep.free:
             self._dispatch(rep)
@@ -226,11 +229,16 @@ class Engine:
         otherwise settled lazily (a replica prunes its own queue when it next looks at it; the records
         are exact either way, ``drop_s`` being the deadline), but routers and the autoscaler's monitor
         read ``outstanding`` and queue lengths, which must not count requests already gone."""
-        if self.policy.timeout_s is None:
+        limit = self.policy.timeout_s
+        if limit is None or self._expiry_bound >= self.env._now - EPS_S:  # nothing can have expired yet
             return
+        at, bound = self._at, math.inf
         for rep in self.replicas:
             if rep.queue:
                 self._prune(rep)
+                if rep.queue and at[rep.queue[0]] + limit < bound:
+                    bound = at[rep.queue[0]] + limit
+        self._expiry_bound = bound
 
     def _prune(self, rep: Replica) -> None:
         """Drop requests at the head whose start deadline passed (FIFO + one timeout: heads expire first)."""
