@@ -247,17 +247,18 @@ def test_replaying_the_run_s_own_server_speed_meets_the_tolerance(suite):
     time over its size's median, after the idle response) is replayed at the same times and integrated
     over each simulated batch; arrivals and delivery delays are the run's own. The simulator still
     decides which requests form which batch, when batches start and every request's latency, so what
-    this measures is the batching and queueing model. On every undisturbed run at <= 85% measured load:
-    p50 within ±10%, p99 within ±20%, mean batch size within ±10%, throughput within ±2%. (Two earlier
-    suites' 24 recordings, disturbed ones included: p50 within 4.8%, p99 within 11.5%.)"""
+    this measures is the batching and queueing model. On every run at <= 85% measured load, disturbed
+    ones included (the machine's hold-ups are in the replayed speed and delivery delays): p50 within
+    ±10%, p99 within ±20%, mean batch size within ±10%, throughput within ±2%. (Six suites, 70 runs:
+    p50 within 4.8%, p99 within 11.5%.)"""
     from sim.validate import MAX_LOAD, TOLERANCES
 
     runs = suite["from-run-replay"]["runs"]
     bounds = {**TOLERANCES, "mean_batch_size": 0.10, "throughput_rps": 0.02}
     for key, bound in bounds.items():
         report(runs, key, bound, "from-run replay:")
-    judged = [r for r in runs if r["load"] <= MAX_LOAD and not r["disturbed"]]
-    assert len(judged) >= 4, f"too few undisturbed runs at <= {MAX_LOAD:.0%} load: {[r['run'] for r in runs]}"
+    judged = [r for r in runs if r["load"] <= MAX_LOAD]
+    assert len(judged) >= 4, f"too few runs at <= {MAX_LOAD:.0%} measured load: {[r['run'] for r in runs]}"
     misses = [(r["run"], round(r["load"], 2), key, round(r["error"][key], 3)) for r in judged
               for key, bound in bounds.items() if not abs(r["error"][key]) <= bound]
     assert not misses, f"outside the tolerance with the run's own speed replayed: {misses}"
