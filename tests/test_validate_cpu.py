@@ -1,14 +1,14 @@
 """The CPU validation suite: a real batching server against the simulator, with stated tolerances.
 
 One profile is calibrated for the validation model with one torch thread (as the server runs it);
-capacities come from that profile, so the loads mean the same on any machine. Then per batching
-setting and load a ``capsim bench-serve`` run, and one ``capsim validate`` over all of them.
-Tolerance at loads up to 85% of capacity: |p50 error| <= 10%, |p99 error| <= 20%, asserted on every
-undisturbed run with the run's own server speed replayed moment by moment (``--from-run replay``: the
-simulator still forms every batch and queue itself; a negative control with the wrong queue delay must
-miss), and on most runs with the run's own service times at a random phase (``--from-run self``);
-reported (xfail on a miss) with a back-to-back calibration and with the other runs' service times
-(held out), which the machine's drift decides.
+per batching setting a short pilot run measures the capacity the server has under traffic, and the
+loads are set from it. Then per setting and load a ``capsim bench-serve`` run, and ``capsim validate``
+over all of them four ways. Tolerance at loads up to 85%: |p50 error| <= 10%, |p99 error| <= 20%,
+asserted on every run with the run's own server speed replayed moment by moment (``--from-run
+replay``: the simulator still forms every batch and queue itself; a negative control with a wrong
+batching rule must miss), and on most runs with the run's own service times at a random phase
+(``--from-run self``); reported (xfail on a miss) with a back-to-back calibration and with the other
+runs' service times (held out), which the machine's drift decides.
 
 Regenerate the committed results (docs/validation/cpu/) on a quiet machine with:
     CAPSIM_VALIDATION_OUT=docs/validation/cpu .venv/bin/python -m pytest tests/test_validate_cpu.py -m slow
