@@ -100,7 +100,7 @@ def ratio_at(response: dict | None, gap_s: np.ndarray) -> np.ndarray:
     gap_s = np.asarray(gap_s, float)
     if not response or not response["gaps_s"]:
         return np.ones_like(gap_s)
-    curve = IdleResponse(response["gaps_s"], response["ratio"])
+    curve = IdleResponse(response["gaps_s"], response["ratio"], response.get("back_to_back_s") or 0.0)
     return np.array([curve.ratio(g) if np.isfinite(g) else 1.0 for g in gap_s.tolist()])
 
 
@@ -252,10 +252,18 @@ def speed_trace(frame: pd.DataFrame) -> tuple[np.ndarray, dict]:
     reference = np.interp(sizes, kept.index.to_numpy(float), kept.to_numpy())
     reference = np.where(np.isin(sizes, kept.index), median.reindex(sizes).to_numpy(), reference)
     x = np.log(times / reference)
-    return x, {"phase": "aligned", "path": [round(float(v), 4) for v in x],
+    section = {"phase": "aligned", "path": [round(float(v), 4) for v in x],
                "path_start_s": [round(float(t), 7) for t in frame["start_s"].to_numpy()],
                "method": "each served batch's log(time / median time of its size) (idle response taken out) "
                          "and its start time; replayed at the same moments, integrated over each simulated batch"}
+    replicas = frame["replica"].nunique() if "replica" in frame else 1
+    if replicas == 1:
+        # The loop's own time between a batch and the next one right behind it: no model work then.
+        after = frame["gap_s"].shift(-1).to_numpy()
+        loop = np.where(np.isfinite(after) & (after < BACK_TO_BACK_S), np.nan_to_num(after), 0.0)
+        section["path_loop_s"] = [round(float(v), 7) for v in loop]
+        section["method"] += "; the loop's back-to-back gaps (path_loop_s) replayed as time without model work"
+    return x, section
 
 
 def _extrapolate(samples: dict[int, np.ndarray], counts: pd.Series, allowed: int) -> dict[int, np.ndarray]:

@@ -84,6 +84,8 @@ class ProfileSampler(ServiceSampler):
         dispatch = ((profile.raw or {}).get("dispatch") or {}) if host_overhead else {}
         self._dispatch_idle = [float(x) for x in dispatch.get("idle_s") or []]
         self._dispatch_busy = [float(x) for x in dispatch.get("busy_s") or []]
+        # A speed trace with the loop's back-to-back gaps replays them where they happened.
+        self._busy_late = [] if self._trace is not None and self._trace.has_loop else self._dispatch_busy
         self._speedup = speedup
         # Per batch size 1..max: (lower samples, upper samples, weight of upper, host overhead samples).
         self._table: list[tuple[list[float], list[float], float, list[float]]] = [([], [], 0.0, [])]
@@ -117,7 +119,7 @@ class ProfileSampler(ServiceSampler):
             x = self._trace.duration(now_s, x)
         if overhead:
             x += overhead[int(self._uniform.next() * len(overhead))]
-        late = self._dispatch_idle if idle_s > 0.0 else self._dispatch_busy
+        late = self._dispatch_idle if idle_s > 0.0 else self._busy_late
         if late:
             x += late[int(self._uniform.next() * len(late))]
         return x / self._speedup
@@ -181,25 +183,39 @@ class SpeedTrace:
 
     Real batch ``i`` started at ``path_start_s[i]`` and took ``exp(path[i])`` times its size's median
     (after the idle response is taken out): from then until the next real batch started the machine
-    worked at rate ``exp(-path[i])`` (before the first start the first rate, after the last the last).
-    A simulated batch needing ``w`` seconds of median-speed work from ``t`` ends when the cumulative
-    work ``C`` reaches ``C(t) + w``: the speed is integrated over the batch, not read at its start,
-    which would pick slow batches by their length (the inspection paradox) and run ~5% slow.
-    Deterministic: with one run's trace the simulator's only remaining draws are dispatch delays.
+    worked at rate ``exp(-path[i])`` (before the first start the first rate, after the last the last),
+    except for ``path_loop_s[i]``, the serving loop's own time between a batch and the next one right
+    behind it, when it did no model work (rate 0; the simulator then draws no back-to-back dispatch
+    delay, the trace has it, where it happened). A simulated batch needing ``w`` seconds of
+    median-speed work from ``t`` ends when the cumulative work ``C`` reaches ``C(t) + w``: the speed
+    is integrated over the batch, not read at its start, which would pick slow batches by their
+    length (the inspection paradox) and run ~5% slow. Deterministic: with one run's trace the
+    simulator's only remaining draws are dispatch delays after idle.
     """
 
-    __slots__ = ("_at", "_rate", "_work")
+    __slots__ = ("_at", "_rate", "_work", "has_loop")
 
-    def __init__(self, start_s: list[float], log_level: list[float]) -> None:
-        if len(start_s) != len(log_level) or not start_s:
+    def __init__(self, start_s: list[float], log_level: list[float], loop_s: list[float] | None = None) -> None:
+        if len(start_s) != len(log_level) or not start_s or (loop_s is not None and len(loop_s) != len(start_s)):
             raise ProfileError(f"service_level.path_start_s has {len(start_s)} times for {len(log_level)} path "
-                               "levels; they must pair up (and not be empty)")
+                               f"levels{'' if loop_s is None else f' and {len(loop_s)} loop gaps'}; they must pair "
+                               "up (and not be empty)")
         order = sorted(range(len(start_s)), key=start_s.__getitem__)
-        self._at = [float(start_s[k]) for k in order]
-        self._rate = [math.exp(-float(log_level[k])) for k in order]
+        self.has_loop = loop_s is not None
+        at: list[float] = []
+        rate: list[float] = []
+        for j, k in enumerate(order):
+            at.append(float(start_s[k]))
+            rate.append(math.exp(-float(log_level[k])))
+            if loop_s and loop_s[k] and j + 1 < len(order):
+                busy_until = float(start_s[order[j + 1]]) - float(loop_s[k])
+                if at[-1] < busy_until:
+                    at.append(busy_until)
+                    rate.append(0.0)
+        self._at, self._rate = at, rate
         work, total = [0.0], 0.0
-        for k in range(1, len(self._at)):
-            total += (self._at[k] - self._at[k - 1]) * self._rate[k - 1]
+        for k in range(1, len(at)):
+            total += (at[k] - at[k - 1]) * rate[k - 1]
             work.append(total)
         self._work = work
 
@@ -215,7 +231,7 @@ class SpeedTrace:
         if not c.get("path") or not c.get("path_start_s"):
             raise ProfileError("service_level.phase = 'aligned' needs service_level.path and path_start_s "
                                "(capsim profile from-run --speed trace, from one run)")
-        return cls(c["path_start_s"], c["path"])
+        return cls(c["path_start_s"], c["path"], c.get("path_loop_s"))
 
     def work_at(self, t: float) -> float:
         """Median-speed work done from the first real batch's start until ``t`` (negative before it)."""
@@ -227,21 +243,27 @@ class SpeedTrace:
     def duration(self, now_s: float, work_s: float) -> float:
         """How long ``work_s`` of median-speed work takes when started at ``now_s``."""
         target = self.work_at(now_s) + work_s
-        if target < 0.0:
+        if target <= 0.0:
             return self._at[0] + target / self._rate[0] - now_s
-        i = bisect.bisect_right(self._work, target) - 1
-        return self._at[i] + (target - self._work[i]) / self._rate[i] - now_s
+        k = bisect.bisect_left(self._work, target)  # the first breakpoint with that much work done
+        if k == len(self._work):
+            return self._at[-1] + (target - self._work[-1]) / self._rate[-1] - now_s
+        # work[k-1] < target <= work[k]: segment k-1 does work, so its rate is > 0
+        return self._at[k - 1] + (target - self._work[k - 1]) / self._rate[k - 1] - now_s
 
 
 class IdleResponse:
     """Slowdown of a batch after its replica sat idle for ``idle_s``, from a profile's ``idle_response``
-    (median ratio per idle-gap bin, see sim/fromrun.py): linear from 1 at 0 s to the first bin's ratio,
-    linear in log(gap) between bins, flat after the last. A deterministic multiplier of the drawn time."""
+    (median ratio per idle-gap bin, see sim/fromrun.py): 1 up to ``back_to_back_s`` (the gaps the
+    ratios are measured against: a served loop's own ~10 us between batches is not idleness), linear
+    from there to the first bin's ratio, linear in log(gap) between bins, flat after the last. A
+    deterministic multiplier of the drawn time."""
 
-    def __init__(self, gaps_s: list[float], ratio: list[float]) -> None:
+    def __init__(self, gaps_s: list[float], ratio: list[float], back_to_back_s: float = 0.0) -> None:
         self.gaps_s = [float(g) for g in gaps_s]
         self.log_gaps = [math.log(g) for g in self.gaps_s]
         self.ratios = [float(r) for r in ratio]
+        self.back_to_back_s = min(max(float(back_to_back_s), 0.0), self.gaps_s[0])
 
     @classmethod
     def of(cls, profile) -> IdleResponse | None:
@@ -249,12 +271,14 @@ class IdleResponse:
         gaps, ratio = section.get("gaps_s") or [], section.get("ratio") or []
         if not gaps or len(gaps) != len(ratio):
             return None
-        return cls(gaps, ratio)
+        return cls(gaps, ratio, section.get("back_to_back_s") or 0.0)
 
     def ratio(self, idle_s: float) -> float:
-        g, r = self.gaps_s, self.ratios
-        if idle_s <= g[0]:
-            return 1.0 + (r[0] - 1.0) * max(idle_s, 0.0) / g[0]
+        g, r, flat = self.gaps_s, self.ratios, self.back_to_back_s
+        if idle_s <= flat:
+            return 1.0
+        if idle_s <= g[0]:  # (g[0] > flat here: idle_s lies between them)
+            return 1.0 + (r[0] - 1.0) * (idle_s - flat) / (g[0] - flat)
         if idle_s >= g[-1]:
             return r[-1]
         i = bisect.bisect_right(g, idle_s)

@@ -333,3 +333,25 @@ def test_each_replica_walks_the_speed_level_path_from_its_own_start(tmp_path):
             per_replica.append(start)
         starts.add(tuple(per_replica))
     assert any(a != b for a, b in starts)  # the replicas' phases are not tied together
+
+
+def test_back_to_back_gaps_are_not_idleness():
+    """The ratios are measured against batches after gaps under ``back_to_back_s`` (the serving
+    loop's own ~10 us): those get exactly 1, and the ramp to the first bin starts there. Ramping from
+    0 s put a 0.5% slowdown on every back-to-back batch of a from-run profile (b1 at 82% load: p50 -8%)."""
+    curve = IdleResponse([1e-4, 1e-3], [1.1, 1.3], back_to_back_s=5e-5)
+    assert curve.ratio(0.0) == 1.0 and curve.ratio(1e-5) == 1.0 and curve.ratio(5e-5) == 1.0
+    assert curve.ratio(7.5e-5) == pytest.approx(1.05) and curve.ratio(1e-4) == pytest.approx(1.1)
+    response = {"gaps_s": [1e-4, 1e-3], "ratio": [1.1, 1.3], "back_to_back_s": 5e-5}
+    assert ratio_at(response, np.array([1e-5, 7.5e-5])).tolist() == pytest.approx([1.0, 1.05])
+
+
+def test_a_speed_trace_replays_the_loops_gaps_as_time_without_work():
+    from sim.service import SpeedTrace
+
+    # Batches start at 0 and 1.1 s; the loop spent 0.1 s before the second (1.0-1.1 s) doing no model work.
+    trace = SpeedTrace([0.0, 1.1], [0.0, 0.0], loop_s=[0.1, 0.0])
+    assert trace.duration(0.5, 1.0) == pytest.approx(1.1)  # 0.5 s of work, 0.1 s of loop, 0.5 s of work
+    assert trace.duration(1.02, 0.5) == pytest.approx(0.58)  # starts inside the gap
+    assert trace.duration(0.0, 1.0) == pytest.approx(1.0)  # ends exactly where the gap begins
+    assert SpeedTrace([0.0, 1.1], [0.0, 0.0]).duration(0.5, 1.0) == pytest.approx(1.0)  # without loop gaps
