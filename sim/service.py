@@ -233,6 +233,11 @@ class SpeedTrace:
                                "(capsim profile from-run --speed trace, from one run)")
         return cls(c["path_start_s"], c["path"], c.get("path_loop_s"))
 
+    @property
+    def end_s(self) -> float:
+        """When the replayed run's last batch started; after it the trace keeps that batch's rate."""
+        return self._at[-1]
+
     def work_at(self, t: float) -> float:
         """Median-speed work done from the first real batch's start until ``t`` (negative before it)."""
         i = bisect.bisect_right(self._at, t) - 1
@@ -344,8 +349,15 @@ def build_service(scenario, rng: np.random.Generator) -> ServiceSampler:
         dist = unit_distribution(spec.distribution, spec.cv)
         return ParametricSampler(spec.base_s, spec.per_item_s, BufferedStream(dist.sample, rng))
     profile = resolve_profile(scenario)
-    return ProfileSampler(profile, scenario.batching.max_batch_size, rng, host_overhead=spec.host_overhead,
-                          warmed_up=spec.warmed_up, speedup=spec.speedup, idle_effects=spec.idle_effects)
+    sampler = ProfileSampler(profile, scenario.batching.max_batch_size, rng, host_overhead=spec.host_overhead,
+                             warmed_up=spec.warmed_up, speedup=spec.speedup, idle_effects=spec.idle_effects)
+    trace, horizon = sampler._trace, scenario.run.duration_s
+    if trace is not None and horizon is not None and horizon > 1.5 * trace.end_s + 1.0:
+        raise ProfileError(
+            f"run.duration_s = {horizon:g}: the profile {profile.model_name!r} ({profile.path}) replays one served "
+            f"run's speed, which ends at {trace.end_s:.3g} s (service_level.phase = 'aligned'); to simulate other "
+            "traffic build its profile without --speed trace (capsim profile from-run RUN_DIR --out FILE)")
+    return sampler
 
 
 def resolve_profile(scenario):

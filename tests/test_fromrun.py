@@ -355,3 +355,18 @@ def test_a_speed_trace_replays_the_loops_gaps_as_time_without_work():
     assert trace.duration(1.02, 0.5) == pytest.approx(0.58)  # starts inside the gap
     assert trace.duration(0.0, 1.0) == pytest.approx(1.0)  # ends exactly where the gap begins
     assert SpeedTrace([0.0, 1.1], [0.0, 0.0]).duration(0.5, 1.0) == pytest.approx(1.0)  # without loop gaps
+
+
+def test_a_speed_trace_profile_refuses_to_stand_in_for_much_longer_traffic(tmp_path, capsys):
+    run_dir = hand_made_run(tmp_path, lambda t: 1.0)
+    trace = tmp_path / "trace.json"
+    assert main(["profile", "from-run", str(run_dir), "--speed", "trace", "--out", str(trace)]) == 0
+    scenario = tmp_path / "s.yaml"
+    scenario.write_text(f"workload: {{arrivals: {{process: poisson, rate_rps: 50}}}}\n"
+                        f"service: {{type: profile, profile: {trace}}}\nrun: {{duration_s: 3600}}\n")
+    capsys.readouterr()
+    assert main(["simulate", str(scenario)]) == 2
+    err = capsys.readouterr().err
+    assert "run.duration_s = 3600" in err and "without --speed trace" in err and "Traceback" not in err
+    scenario.write_text(scenario.read_text().replace("3600", "1.0"))  # the run's own span: fine
+    assert main(["simulate", str(scenario)]) == 0
