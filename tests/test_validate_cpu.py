@@ -249,7 +249,7 @@ def test_replaying_the_run_s_own_server_speed_meets_the_tolerance(suite):
     decides which requests form which batch, when batches start and every request's latency, so what
     this measures is the batching and queueing model. On every run at <= 85% measured load, disturbed
     ones included (the machine's hold-ups are in the replayed speed and delivery delays): p50 within
-    ±10%, p99 within ±20%, mean batch size within ±10%, throughput within ±2%. (Eight suites, 87 runs:
+    ±10%, p99 within ±20%, mean batch size within ±10%, throughput within ±2%. (Nine suites, 99 runs:
     p50 within 2.2%, p99 within 5.3%; 9 more at 86-99% load within 2.3%.)"""
     from sim.validate import MAX_LOAD, TOLERANCES
 
