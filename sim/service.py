@@ -75,7 +75,7 @@ class ProfileSampler(ServiceSampler):
         # others' from child seeds spawned as they first run a batch (the main stream is not touched).
         self._levels = [SpeedLevel.of(profile, rng)]
         self._rng = rng
-        self._trace = SpeedTrace.of(profile)
+        self.trace = SpeedTrace.of(profile)
         self._response = IdleResponse.of(profile) if idle_effects else None
         idle_ratios, self._idle_gap_s = (idle_slowdown(profile) if idle_effects and self._response is None
                                          else ({}, 1.0))
@@ -85,7 +85,7 @@ class ProfileSampler(ServiceSampler):
         self._dispatch_idle = [float(x) for x in dispatch.get("idle_s") or []]
         self._dispatch_busy = [float(x) for x in dispatch.get("busy_s") or []]
         # A speed trace with the loop's back-to-back gaps replays them where they happened.
-        self._busy_late = [] if self._trace is not None and self._trace.has_loop else self._dispatch_busy
+        self._busy_late = [] if self.trace is not None and self.trace.has_loop else self._dispatch_busy
         self._speedup = speedup
         # Per batch size 1..max: (lower samples, upper samples, weight of upper, host overhead samples).
         self._table: list[tuple[list[float], list[float], float, list[float]]] = [([], [], 0.0, [])]
@@ -115,8 +115,8 @@ class ProfileSampler(ServiceSampler):
             ratios = self._idle[batch_size]
             ratio = ratios[int(self._uniform.next() * len(ratios))]
             x *= 1.0 + (ratio - 1.0) * min(1.0, idle_s / self._idle_gap_s)
-        if self._trace is not None:
-            x = self._trace.duration(now_s, x)
+        if self.trace is not None:
+            x = self.trace.duration(now_s, x)
         if overhead:
             x += overhead[int(self._uniform.next() * len(overhead))]
         late = self._dispatch_idle if idle_s > 0.0 else self._busy_late
@@ -351,7 +351,7 @@ def build_service(scenario, rng: np.random.Generator) -> ServiceSampler:
     profile = resolve_profile(scenario)
     sampler = ProfileSampler(profile, scenario.batching.max_batch_size, rng, host_overhead=spec.host_overhead,
                              warmed_up=spec.warmed_up, speedup=spec.speedup, idle_effects=spec.idle_effects)
-    trace, horizon = sampler._trace, scenario.run.duration_s
+    trace, horizon = sampler.trace, scenario.run.duration_s
     if trace is not None and horizon is not None and horizon > 1.5 * trace.end_s + 1.0:
         raise ProfileError(
             f"run.duration_s = {horizon:g}: the profile {profile.model_name!r} ({profile.path}) replays one served "
