@@ -36,7 +36,7 @@ def main() -> int:
     from streamlit.testing.v1 import AppTest
 
     from dashboard import compute, state
-    from sim.loader import dump_scenario, load_scenario
+    from sim.scenario.load import dump_scenario, load_scenario
 
     for name in ("streamlit", "streamlit.runtime.caching.cache_data_api",
                  "streamlit.runtime.scriptrunner_utils.script_run_context"):

@@ -27,7 +27,7 @@ import numpy as np
 
 import sim
 import sim.runner
-from sim import theory
+from sim.theory import queueing as theory
 
 LAM, MU = 800.0, 1000.0
 TARGET_RPS = 150_000

@@ -14,9 +14,9 @@ import os
 import tempfile
 import time
 
-from sim.executors import close_executor, make_executor
-from sim.loader import scenario_from_dict
-from sim.sweep import run_sweep
+from sim.experiments.executors import close_executor, make_executor
+from sim.experiments.sweep import run_sweep
+from sim.scenario.load import scenario_from_dict
 
 SCENARIO = {
     "name": "sweep-bench",

@@ -18,7 +18,7 @@ from torch import nn
 
 from calibration import nets
 from calibration.errors import CalibrationError
-from sim.roofline import BUILTIN_ARCHS, MlpArch, ResNetArch, TransformerArch, builtin_arch
+from sim.models.archs import BUILTIN_ARCHS, MlpArch, ResNetArch, TransformerArch, builtin_arch
 
 MakeInput = Callable[[int], "torch.Tensor | tuple[torch.Tensor, ...]"]
 

@@ -1,4 +1,4 @@
-"""The built-in models in plain torch, built from the architectures in ``sim.roofline``.
+"""The built-in models in plain torch, built from the architectures in ``sim.models.archs``.
 
 Sharing the architecture descriptions keeps the roofline's analytic counts honest: the tests
 compare them with these modules' parameters and with ``torch.utils.flop_counter``.
@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from sim.roofline import MlpArch, ResNetArch, TransformerArch
+from sim.models.archs import MlpArch, ResNetArch, TransformerArch
 
 
 class FraudMLP(nn.Module):

@@ -2,8 +2,8 @@
 
 ``run_server(config, arrival_s)`` serves one replica in this process: a load-generator thread
 releases request ``i`` into the server's queue once ``arrival_s[i]`` has passed on the shared clock
-(``time.perf_counter() - t0``); the server loop in the calling thread batches with Triton's rules,
-the same ones ``sim/engine.py`` implements (written again here on purpose, so the two are independent):
+(``time.perf_counter() - t0``); the server loop in the calling thread batches with Triton's rules, the simulator's own
+(``sim.serving.batching.size_now_table``, one implementation for both):
 
 * when the server is free and ``n`` requests wait, send the largest preferred size <= ``n`` (with no
   preferred sizes: ``max_batch_size`` once ``n`` reaches it);
@@ -29,13 +29,14 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
 from calibration.harness import Harness, _split
+from sim.serving.batching import size_now_table
 
 SPIN_S = 200e-6  # sleep until this long before a deadline, then spin
 
@@ -60,12 +61,6 @@ class ServeConfig:
     def sizes_to_warm(self) -> tuple[int, ...]:
         sizes = self.warmup_sizes or tuple(range(1, self.max_batch_size + 1))
         return tuple(sorted({b for b in sizes if 1 <= b <= self.max_batch_size}))
-
-
-def size_now_table(max_batch_size: int, preferred: Sequence[int]) -> list[int]:
-    """For ``n`` waiting requests (n <= max), the batch to send at once; 0 means wait for more."""
-    targets = sorted(set(preferred)) or [max_batch_size]
-    return [max((p for p in targets if p <= n), default=0) for n in range(max_batch_size + 1)]
 
 
 @dataclass

@@ -2,7 +2,7 @@
 
 Each replica is a spawned process running :class:`calibration.server.BatchingServer` on its own copy
 of the model with ``torch.set_num_threads(1)``. The parent process is the load generator and the
-router: at each scheduled arrival it picks a replica with ``sim.routers`` (the simulator's own
+router: at each scheduled arrival it picks a replica with ``sim.serving.routers`` (the simulator's own
 ``round_robin`` / ``least_outstanding`` code, reading outstanding counts that the replicas' per-batch
 completion messages keep current) and sends the request id down that replica's pipe. All processes
 stamp times on ``time.perf_counter`` (CLOCK_MONOTONIC on Linux, shared by every process) from one t0.
@@ -65,7 +65,7 @@ def _replica_main(index: int, config: ServeConfig, requests, events) -> None:
 def run_pool(config: ServeConfig, arrival_s: np.ndarray, replicas: int, router: str, seed: int,
              start_delay_s: float = 0.2) -> dict:
     """Serve ``arrival_s`` on ``replicas`` worker processes (one thread each) behind ``router``."""
-    from sim.routers import build_router
+    from sim.serving.routers import build_router
 
     config = replace(config, threads=1)
     ctx = mp.get_context("spawn")  # a fresh interpreter per replica: no forked torch state

@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 
 from calibration.bench import BenchResult
-from sim.profile import SCHEMA
+from sim.profiles.profile import SCHEMA
 
 SIGNIFICANT_DIGITS = 4
 

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 import pandas as pd
 import streamlit as st
 
-from sim import whatif
-from sim.output import json_safe
+from dashboard import whatif
+from sim.results.output import json_safe
 
 
 @dataclass
@@ -76,7 +76,7 @@ def theory_vs_sim(yaml_text: str, base_dir: str, seed: int, loads: tuple[float, 
 @st.cache_data(max_entries=16, show_spinner=False)
 def profile_table(path: str) -> tuple[pd.DataFrame, dict]:
     """Per-batch-size figures of a profile file plus its header facts."""
-    from sim.profile import load_profile
+    from sim.profiles.profile import load_profile
 
     profile = load_profile(path)
     facts = {"model": profile.model_name, "dtype": profile.dtype, "device": profile.device,
@@ -96,10 +96,10 @@ def finite(x) -> bool:
 def plan_table(yaml_text: str, base_dir: str, seed: int, slo_s: float, search: str, estimates: bool,
                batch_sizes: tuple[int, ...], queue_delays_s: tuple[float, ...], max_requests: int
                ) -> tuple[pd.DataFrame, dict | None, list[str], list[str]]:
-    """``sim.planner`` on a shortened copy of the scenario: (ranked table with ``on_front``, best row,
+    """``sim.planner.search`` on a shortened copy of the scenario: (ranked table with ``on_front``, best row,
     notes, varied keys)."""
     from dashboard.state import UPLOAD_DIR
-    from sim import planner
+    from sim.planner import search as planner
 
     scenario = whatif.scenario_from_yaml_text(yaml_text, base_dir).with_updates(
         {"slo.latency_s": slo_s, "run.replications": 1})

@@ -13,12 +13,11 @@ from typing import Any
 
 import streamlit as st
 
-from dashboard import state
-from sim import whatif
+from dashboard import state, whatif
 from sim.errors import CapsimError
-from sim.profile import list_builtin_profiles
-from sim.roofline import gpu_catalog
-from sim.scenario import ROUTERS, Scenario, mean_rate_rps
+from sim.hardware.gpus import gpu_catalog
+from sim.profiles.profile import list_builtin_profiles
+from sim.scenario.model import ROUTERS, Scenario, mean_rate_rps
 
 UPLOAD = "__upload__"
 LOADED = "__loaded__"
@@ -134,7 +133,7 @@ def _trace(base: Scenario, sid: str, inputs: Inputs) -> None:
     except CapsimError as exc:
         inputs.errors.append(str(exc))
         return
-    from sim.arrivals import read_trace
+    from sim.workload.arrivals import read_trace
 
     last = float(read_trace(path, column)[-1]) * scale
     duration = max(last, 1e-3) * 1.0001

@@ -15,10 +15,10 @@ from pathlib import Path
 
 import streamlit as st
 
+from dashboard.whatif import scenario_from_yaml_text
 from sim.errors import CapsimError, ProfileError, TraceError
-from sim.loader import dump_scenario
-from sim.scenario import Scenario
-from sim.whatif import scenario_from_yaml_text
+from sim.scenario.load import dump_scenario
+from sim.scenario.model import Scenario
 
 REPO = Path(__file__).resolve().parent.parent
 DEFAULT_SCENARIO = REPO / "examples" / "fraud_mlp.yaml"
@@ -69,7 +69,7 @@ def store_upload(data: bytes, suffix: str) -> Path:
 
 def stored_trace(data: bytes, name: str, column: str) -> Path:
     """Store an uploaded trace and check it reads as arrival times; TraceError names the upload."""
-    from sim.arrivals import read_trace
+    from sim.workload.arrivals import read_trace
 
     path = store_upload(data, ".parquet" if name.lower().endswith((".parquet", ".pq")) else ".csv")
     try:
@@ -94,7 +94,7 @@ def trace_columns(data: bytes, name: str) -> list[str]:
 
 def stored_profile(data: bytes, name: str) -> Path:
     """Validate an uploaded profile JSON and store it; ProfileError names the upload."""
-    from sim.profile import profile_from_dict
+    from sim.profiles.profile import profile_from_dict
 
     try:
         doc = json.loads(data.decode("utf-8"))

@@ -8,21 +8,22 @@ depends only on (seed, replication), so configurations compared under one seed s
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
 
-from sim.arrivals import arrival_times
-from sim.autoscalers import attach_autoscaler
-from sim.engine import OUTCOMES, Engine, RawRecords
 from sim.errors import ScenarioError
-from sim.metrics import replicate_summary, summarize
-from sim.routers import build_router
-from sim.scenario import Scenario, mean_rate_rps
-from sim.service import build_service
-from sim.timeline import enrich_timeseries
+from sim.results.metrics import replicate_summary, summarize
+from sim.results.records import to_frames
+from sim.results.timeline import enrich_timeseries
+from sim.scaling.scaler import attach_autoscaler
+from sim.scenario.model import Scenario, mean_rate_rps
+from sim.serving.capacity import fleet_capacity_rps
+from sim.serving.engine import Engine
+from sim.serving.routers import build_router
+from sim.serving.service import build_service
+from sim.workload.arrivals import arrival_times
 
 STREAMS = ("arrivals", "service", "routing", "lifecycle")
 
@@ -102,52 +103,3 @@ def run_once(scenario: Scenario, seed: int, replication: int = 0):
         queue_bounded=bool(scenario.batching.max_queue_size or scenario.batching.timeout_s),
     )
     return requests, batches, timeseries, replicas, summary
-
-
-def fleet_capacity_rps(scenario: Scenario, service) -> float:
-    """Most requests/s the fleet can serve: every instance running its most efficient batch size."""
-    best = max(service.capacity_rps(b) for b in range(1, scenario.batching.max_batch_size + 1))
-    spec = scenario.autoscaler
-    replicas = scenario.fleet.replicas if spec.type == "static" else spec.max_replicas
-    return best * replicas * scenario.fleet.instances_per_replica
-
-
-def to_frames(raw: RawRecords):
-    """Flat frames from the engine's arrays; record columns as documented in docs/results.md."""
-    b = raw.batch_of
-    started = b >= 0
-    safe = np.where(started, b, 0)
-    nan = np.nan
-    start = np.where(started, raw.batch_start_s[safe] if raw.batch_start_s.size else nan, nan)
-    end = np.where(started, raw.batch_end_s[safe] if raw.batch_end_s.size else nan, raw.drop_s)
-    requests = pd.DataFrame({
-        "id": np.arange(b.size, dtype=np.int64),
-        "arrival_s": raw.arrival_s,
-        "start_s": start,
-        "end_s": end,
-        "latency_s": end - raw.arrival_s,
-        "queue_s": start - raw.arrival_s,
-        "replica": np.where(started, raw.batch_replica[safe] if raw.batch_replica.size else -1,
-                            raw.drop_replica).astype(np.int32),
-        "batch_size": np.where(started, raw.batch_size[safe] if raw.batch_size.size else 0, 0).astype(np.int32),
-        "outcome": pd.Categorical.from_codes(raw.outcome.astype(np.int8), categories=list(OUTCOMES)),
-    })
-    batches = pd.DataFrame({
-        "batch": np.arange(raw.batch_start_s.size, dtype=np.int64),
-        "replica": raw.batch_replica,
-        "start_s": raw.batch_start_s,
-        "end_s": raw.batch_end_s,
-        "size": raw.batch_size,
-        "first_call": raw.batch_first_call,
-    })
-    timeseries = pd.DataFrame(raw.timeseries)
-    replicas = pd.DataFrame({
-        "replica": [r.index for r in raw.replicas],
-        "instances": [r.instances for r in raw.replicas],
-        "created_s": [r.created_s for r in raw.replicas],
-        "ready_s": [r.ready_s for r in raw.replicas],
-        "gone_s": [r.gone_s if r.gone_s is not None else math.inf for r in raw.replicas],
-        "up_s": [r.up_s for r in raw.replicas],
-        "container_s": [r.container_s for r in raw.replicas],
-    })
-    return requests, batches, timeseries, replicas

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import sim
-from sim.arrivals import arrival_times, rate_function
+from sim.workload.arrivals import arrival_times, rate_function
 
 
 def times(arrivals: dict, *, duration_s: float | None = None, requests: int | None = None, seed: int = 0):

@@ -87,7 +87,7 @@ def test_cost_is_sum_of_lifetimes_and_matches_timeline(step_run):
 
 def test_spike_comparison_table():
     """Headroom (minReplicas) lowers the spike's p99; scale-up stabilisation raises it."""
-    from sim.commands.compare_cmd import compare, variants
+    from sim.cli.compare import compare, variants
 
     path = str(EXAMPLES / "autoscaling" / "spike_cold_start.yaml")
     pairs = variants([path], ["headroom:autoscaler.min_replicas=8",
@@ -190,7 +190,7 @@ def test_unknown_autoscaler_type_did_you_mean(tmp_path, capsys):
 
 def test_plot_writes_png(tmp_path):
     sc = step_scenario().with_updates({"run.duration_s": 120})
-    from sim.output import write_run
+    from sim.results.output import write_run
 
     write_run(sim.run(sc), tmp_path)
     assert cli(["plot", str(tmp_path)]) == 0

@@ -35,7 +35,7 @@ def serve(arrivals, **config):
 
 
 def test_size_table_follows_triton():
-    from calibration.server import size_now_table
+    from sim.serving.batching import size_now_table
 
     assert size_now_table(4, ()) == [0, 0, 0, 0, 4]
     assert size_now_table(8, (2, 6)) == [0, 0, 2, 2, 2, 2, 6, 6, 6]
@@ -137,6 +137,6 @@ def test_two_replica_processes_behind_least_outstanding(tmp_path):
 
 
 def test_command_modules_do_not_import_torch():
-    code = ("import sys, calibration.bench_serve, sim.commands.validate_cmd, sim.validate; "
+    code = ("import sys, calibration.bench_serve, sim.cli.validate, sim.validation.validate; "
             "sys.exit('torch' in sys.modules)")
     assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0

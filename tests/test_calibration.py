@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from sim.cli import build_parser, main
-from sim.profile import load_profile
+from sim.profiles.profile import load_profile
 
 torch = pytest.importorskip("torch")
 

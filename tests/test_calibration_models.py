@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from sim.roofline import BUILTIN_ARCHS, model_cost
+from sim.models.archs import BUILTIN_ARCHS
+from sim.models.costs import model_cost
 
 torch = pytest.importorskip("torch")
 

@@ -19,7 +19,7 @@ from concurrent.futures import Future
 import numpy as np
 import pytest
 
-from sim.profile import profile_from_dict
+from sim.profiles.profile import profile_from_dict
 
 torch = pytest.importorskip("torch")
 

@@ -12,8 +12,8 @@ import pytest
 pytest.importorskip("streamlit")
 from streamlit.testing.v1 import AppTest  # noqa: E402
 
-from sim import whatif  # noqa: E402
-from sim.loader import load_scenario  # noqa: E402
+from dashboard import whatif  # noqa: E402
+from sim.scenario.load import load_scenario  # noqa: E402
 
 APP = str(Path(__file__).resolve().parents[1] / "dashboard" / "app.py")
 SID = whatif.scenario_key(load_scenario(Path(APP).parents[1] / "examples" / "fraud_mlp.yaml"))
@@ -195,7 +195,7 @@ def test_planner_page_waits_for_the_button():
     from dashboard.views import planner
 
     if not planner.planner_available():
-        pytest.skip("sim.planner not there yet")
+        pytest.skip("sim.planner.search not there yet")
     at = _app("planner", **{f"{SID}:pl_sizes": [8], f"{SID}:pl_delays": [0.0], f"{SID}:pl_n": 5_000})
     assert any("Run the planner" in i.value for i in at.info)
     at.button(key=f"{SID}:pl_go").click().run()
@@ -207,7 +207,7 @@ def test_planner_page_waits_for_the_button():
 # ---------------------------------------------------------------- the command
 def test_dashboard_command_line():
     from sim.cli import build_parser
-    from sim.commands import dashboard_cmd
+    from sim.cli import dashboard as dashboard_cmd
 
     args = build_parser().parse_args(["dashboard", "--port", "8599", "--headless"])
     assert args.func is dashboard_cmd.main

@@ -1,4 +1,4 @@
-"""sim.whatif (the dashboard's pure computations) and dashboard.fmt."""
+"""dashboard.whatif (the dashboard's pure computations) and dashboard.fmt."""
 
 from __future__ import annotations
 
@@ -8,10 +8,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from sim import whatif
+from dashboard import whatif
 from sim.errors import ScenarioError
-from sim.loader import load_scenario
-from sim.scenario import mean_rate_rps
+from sim.scenario.load import load_scenario
+from sim.scenario.model import mean_rate_rps
 
 EXAMPLE = "examples/fraud_mlp.yaml"
 
@@ -96,7 +96,7 @@ def test_queueing_formulas_against_textbook_values():
     assert whatif.erlang_c(2, 1.0) == pytest.approx(1 / 3)  # c=2, a=1
     assert whatif.mmc_sojourn_s(1.0, 2.0, 1) == pytest.approx(whatif.mm1_sojourn_s(1.0, 2.0))
     assert whatif.md1_sojourn_s(1.0, 0.5) == pytest.approx(0.75)
-    funcs, _source = whatif.theory_functions()  # sim.theory when present must agree with ours
+    funcs, _source = whatif.theory_functions()  # sim.theory.queueing when present must agree with ours
     assert funcs["mmc"](3.0, 2.0, 2) == pytest.approx(whatif.mmc_sojourn_s(3.0, 2.0, 2))
     assert funcs["mm1"](3.0, 2.0) == math.inf
 
@@ -118,7 +118,7 @@ def test_check_size_refuses_huge_runs(scenario):
 
 
 def test_profile_table_units_and_gain():
-    from sim.profile import as_profile
+    from sim.profiles.profile import as_profile
 
     t = whatif.profile_table(as_profile("cpu-mlp-fp32"))
     assert t["throughput_gain"].iloc[0] == pytest.approx(1.0)

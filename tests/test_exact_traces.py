@@ -4,7 +4,7 @@ Service is deterministic: a batch of b takes 4 + b ms, so sizes can be read from
 are replayed from a trace CSV. Times in the tables are milliseconds. A batch row is
 ``(request ids, replica, start_ms, end_ms)``; a request row is ``(id, outcome, start_ms, end_ms)``.
 
-Batching semantics under test (Triton, sim.engine.BatchPolicy): when an instance is free and n
+Batching semantics under test (Triton, sim.serving.batching): when an instance is free and n
 requests wait, send the largest preferred size ≤ n at once (max_batch_size when no preferred sizes
 are set); otherwise wait until the oldest has waited max_queue_delay_s, then send min(n, max).
 """

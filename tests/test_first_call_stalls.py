@@ -47,7 +47,7 @@ def simulated(profile, trace, warmed_up: bool):
 
 
 def test_profile_records_the_stalls(stall_case):
-    from sim.profile import load_profile
+    from sim.profiles.profile import load_profile
 
     p = load_profile(stall_case[0])
     for b in p.batch_sizes:

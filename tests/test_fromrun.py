@@ -1,4 +1,4 @@
-"""Profiles from served runs (sim/fromrun.py), the idle response and dispatch delays in the service
+"""Profiles from served runs (sim/profiles/fromrun.py), the idle response and dispatch delays in the service
 model, and `capsim validate --from-run`: exact checks on runs the simulator itself produced."""
 
 from __future__ import annotations
@@ -12,12 +12,12 @@ import pytest
 from test_validate import deterministic_profile, fake_run
 
 import sim
-from sim import validate as v
 from sim.cli import main
 from sim.errors import CapsimError
-from sim.fromrun import GAP_EDGES_S, batch_gaps, idle_response, profile_from_runs, ratio_at
-from sim.profile import profile_from_dict, write_profile
-from sim.service import IdleResponse
+from sim.profiles.fromrun import GAP_EDGES_S, batch_gaps, idle_response, profile_from_runs, ratio_at
+from sim.profiles.profile import profile_from_dict, write_profile
+from sim.serving.service import IdleResponse
+from sim.validation import validate as v
 
 
 def one_request_scenario(profile, arrivals, host_overhead=True):
@@ -184,8 +184,8 @@ def test_the_speed_level_path_is_walked_in_order_from_a_random_start(tmp_path):
 
 
 def test_an_ar1_speed_level_keeps_the_mean_scale_and_correlates(tmp_path):
-    from sim.profile import load_profile
-    from sim.service import SpeedLevel
+    from sim.profiles.profile import load_profile
+    from sim.serving.service import SpeedLevel
 
     profile = load_profile(with_sections(tmp_path, service_level={"sigma": 0.1, "rho": 0.95}))
     level = SpeedLevel.of(profile, np.random.default_rng(1))
@@ -195,7 +195,7 @@ def test_an_ar1_speed_level_keeps_the_mean_scale_and_correlates(tmp_path):
 
 
 def test_slow_level_fit_recovers_a_known_ar1_and_divides_it_out():
-    from sim.fromrun import slow_level
+    from sim.profiles.fromrun import slow_level
 
     rng = np.random.default_rng(2)
     n, rho, sigma = 20_000, 0.97, 0.1
@@ -223,7 +223,7 @@ def test_a_from_run_profile_matches_the_json_schema(tmp_path):
 
 
 def test_a_speed_trace_is_integrated_over_each_batch():
-    from sim.service import SpeedTrace
+    from sim.serving.service import SpeedTrace
 
     # The machine ran at full speed from 0 s, half speed from 1 s, double speed from 2 s.
     trace = SpeedTrace([0.0, 1.0, 2.0], [0.0, float(np.log(2.0)), float(np.log(0.5))])
@@ -277,8 +277,8 @@ def test_replay_reproduces_a_run_whose_machine_slowed_down_midway(tmp_path):
 
 
 def test_a_speed_trace_needs_one_run_and_a_known_phase(tmp_path):
-    from sim.profile import load_profile
-    from sim.service import SpeedTrace
+    from sim.profiles.profile import load_profile
+    from sim.serving.service import SpeedTrace
 
     profile = deterministic_profile(tmp_path / "fixed.json")
     a, _ = fake_run(tmp_path, profile, rate=1500)
@@ -347,7 +347,7 @@ def test_back_to_back_gaps_are_not_idleness():
 
 
 def test_a_speed_trace_replays_the_loops_gaps_as_time_without_work():
-    from sim.service import SpeedTrace
+    from sim.serving.service import SpeedTrace
 
     # Batches start at 0 and 1.1 s; the loop spent 0.1 s before the second (1.0-1.1 s) doing no model work.
     trace = SpeedTrace([0.0, 1.1], [0.0, 0.0], loop_s=[0.1, 0.0])

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import pytest
 
-from sim.autoscalers import HPAController
-from sim.scaling_spec import HPA
+from sim.scaling.controllers import HPAController
+from sim.scenario.scaling import HPA
 
 
 def hpa(**kw) -> HPAController:

@@ -9,9 +9,9 @@ import pytest
 from scipy.optimize import brentq
 
 from sim.cli import main as cli_main
-from sim.executors import LocalExecutor, SerialExecutor
-from sim.loader import scenario_from_dict
-from sim.planner import Runner, Space, gpu_candidates, pareto_front, plan
+from sim.experiments.executors import LocalExecutor, SerialExecutor
+from sim.planner.search import Runner, Space, gpu_candidates, pareto_front, plan
+from sim.scenario.load import scenario_from_dict
 
 LAM, MU = 400.0, 100.0  # arrivals/s, services/s of one server (mean service 10 ms, exponential)
 

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from sim.errors import ProfileError
-from sim.profile import (
+from sim.profiles.profile import (
     builtin_profile_path,
     list_builtin_profiles,
     load_profile,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 from sim.cli import main
-from sim.profile import load_profile
+from sim.profiles.profile import load_profile
 
 
 def test_show_prints_the_table_and_writes_a_png(tmp_path, capsys):
@@ -19,7 +19,7 @@ def test_show_prints_the_table_and_writes_a_png(tmp_path, capsys):
 
 
 def test_show_plots_next_to_a_user_file_by_default(tmp_path, capsys):
-    from sim.profile import builtin_profile_path
+    from sim.profiles.profile import builtin_profile_path
 
     mine = tmp_path / "mine.json"
     mine.write_text(builtin_profile_path("cpu-mlp-fp32").read_text())

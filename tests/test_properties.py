@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import sim
-from sim.scenario import ROUTERS
+from sim.scenario.model import ROUTERS
 
 EPS = 1e-9
 SETTINGS = settings(max_examples=30, deadline=None, derandomize=True)

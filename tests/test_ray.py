@@ -5,10 +5,10 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from sim.executors import LocalExecutor, RayExecutor
-from sim.loader import scenario_from_dict
-from sim.planner import Runner, Space, gpu_candidates, plan
-from sim.sweep import run_sweep
+from sim.experiments.executors import LocalExecutor, RayExecutor
+from sim.experiments.sweep import run_sweep
+from sim.planner.search import Runner, Space, gpu_candidates, plan
+from sim.scenario.load import scenario_from_dict
 
 ray = pytest.importorskip("ray")
 

@@ -11,16 +11,10 @@ import jsonschema
 import pytest
 
 from sim.errors import ProfileError
-from sim.profile import load_profile, profile_from_dict
-from sim.roofline import (
-    Assumptions,
-    estimate_latency,
-    estimate_profile,
-    get_gpu,
-    gpu_catalog,
-    max_batch_size_fits,
-    model_cost,
-)
+from sim.hardware.gpus import get_gpu, gpu_catalog
+from sim.models.costs import model_cost
+from sim.profiles.profile import load_profile, profile_from_dict
+from sim.profiles.roofline import Assumptions, estimate_latency, estimate_profile, max_batch_size_fits
 
 SCHEMA = json.loads((Path(__file__).resolve().parents[1] / "sim/data/profile.schema.json").read_text())
 REQUIRED_GPUS = {"H100-SXM", "H200", "A100-40GB", "A100-80GB", "L40S", "L4", "A10G", "T4"}
@@ -147,6 +141,6 @@ def test_bad_requests_are_one_line_errors():
 
 
 def load_profile_builtin(name: str):
-    from sim.profile import builtin_profile_path
+    from sim.profiles.profile import builtin_profile_path
 
     return load_profile(builtin_profile_path(name))

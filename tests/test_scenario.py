@@ -11,8 +11,8 @@ import pytest
 import yaml
 
 import sim
-from sim.loader import _union_members, dump_scenario
-from sim.scenario import Scenario, mean_rate_rps
+from sim.scenario.load import _union_members, dump_scenario
+from sim.scenario.model import Scenario, mean_rate_rps
 
 DOC = Path(__file__).parent.parent / "docs" / "scenario.md"
 MINIMAL = {"workload": {"arrivals": {"process": "poisson", "rate_rps": 100}},

@@ -15,10 +15,10 @@ import yaml
 
 from sim.cli import main as cli_main
 from sim.errors import CapsimError, ScenarioError
-from sim.executors import LocalExecutor, SerialExecutor
-from sim.loader import scenario_from_dict
+from sim.experiments.executors import LocalExecutor, SerialExecutor
+from sim.experiments.sweep import evaluate, parse_param, run_sweep
 from sim.runner import run_once
-from sim.sweep import evaluate, parse_param, run_sweep
+from sim.scenario.load import scenario_from_dict
 
 SMALL = {
     "name": "small",

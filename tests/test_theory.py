@@ -1,4 +1,4 @@
-"""sim.theory against numbers worked by hand or given in textbooks."""
+"""sim.theory.queueing against numbers worked by hand or given in textbooks."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from sim import theory
+from sim.theory import queueing as theory
 
 
 def erlang_c_by_sum(lam: float, mu: float, c: int) -> float:

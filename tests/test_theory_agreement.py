@@ -16,8 +16,9 @@ import math
 import numpy as np
 import pytest
 
-from sim import scenario_from_dict, theory
+from sim import scenario_from_dict
 from sim.runner import run_once
+from sim.theory import queueing as theory
 
 MU = 1000.0  # service rate of one server, requests/s (mean service 1 ms)
 

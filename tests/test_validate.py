@@ -1,4 +1,4 @@
-"""`capsim validate` and sim.validate without torch: a run the simulator itself produced must replay exactly."""
+"""`capsim validate` and sim.validation.validate without torch: a run the simulator itself produced must replay exactly."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ import pandas as pd
 import pytest
 
 import sim
-from sim import validate as v
 from sim.cli import main
-from sim.profile import write_profile
+from sim.profiles.profile import write_profile
+from sim.validation import validate as v
 
 
 def deterministic_profile(path, sizes=(1, 2, 4, 8)):
@@ -119,7 +119,7 @@ def test_a_directory_that_is_not_a_run(tmp_path, capsys):
 
 
 def test_calibration_covers_the_sizes_the_runs_used(tmp_path):
-    from sim.commands.validate_cmd import calibration_sizes
+    from sim.cli.validate import calibration_sizes
 
     profile = deterministic_profile(tmp_path / "fixed.json")
     run_dir, result = fake_run(tmp_path, profile, max_batch=8)

@@ -47,8 +47,8 @@ def capsim(*args: str) -> str:
 
 @pytest.fixture(scope="module")
 def suite(tmp_path_factory) -> dict:
-    from sim.profile import load_profile
-    from sim.validate import capacity_rps
+    from sim.profiles.profile import load_profile
+    from sim.validation.validate import capacity_rps
 
     work = tmp_path_factory.mktemp("validation")
     profile = work / "profile-cpu-1t.json"
@@ -155,13 +155,13 @@ def repeatability(suite) -> dict[str, dict[str, float]]:
 
 def test_latency_p50_within_tolerance_with_service_observed_in_the_run(suite):
     """Issue 7's p50 target, on service times observed under the traffic itself (observe -> calibrate
-    -> replay, sim/fromrun.py): per batch size the run's own batch times, its idle response, dispatch
+    -> replay, sim/profiles/fromrun.py): per batch size the run's own batch times, its idle response, dispatch
     delays and speed level; the simulator re-creates the batches, queues and every request's latency.
     Judged on every undisturbed run at a measured load <= 85% of the capacity those times give: at
     least 70% of them within ±10% (typically all; clean-clone CI runs have had one at +12.5% and
     +15.8% at 83-85% load, where that setting's real p50 moved 13-22% between two runs with the same
     arrivals). Back-to-back and held-out service times put 3-5 of 10 inside."""
-    from sim.validate import MAX_LOAD, TOLERANCES
+    from sim.validation.validate import MAX_LOAD, TOLERANCES
 
     key = "latency_p50_s"
     rows = report(suite["from-run-self"]["runs"], key, TOLERANCES[key], "from-run self:")
@@ -182,7 +182,7 @@ def test_latency_p99_within_tolerance_with_service_observed_in_the_run(suite):
     the real p99 lies within ±20% of the simulator's prediction or of the range its own 10 replications
     span, and at least 70% of the runs must be consistent. Every figure is printed (how many
     are strictly within ±20% too); the p50 test is the one that fails a simulator that is off in general."""
-    from sim.validate import MAX_LOAD, TOLERANCES
+    from sim.validation.validate import MAX_LOAD, TOLERANCES
 
     key = "latency_p99_s"
     runs = {r["run"]: r for r in suite["from-run-self"]["runs"]}
@@ -212,7 +212,7 @@ def test_latency_with_service_measured_elsewhere_is_reported(suite, mode, key):
     server's batch times move by 10-40% between runs a minute apart (``service_ratio``), and queueing
     at 60-85% load amplifies that, so misses here measure the machine's drift: every figure is printed,
     and a miss is an xfail naming the runs, never a silent pass."""
-    from sim.validate import MAX_LOAD, TOLERANCES
+    from sim.validation.validate import MAX_LOAD, TOLERANCES
 
     rows = report(suite[mode]["runs"], key, TOLERANCES[key], f"{mode}:")
     misses = [row for row in rows if row[1] <= MAX_LOAD + 0.03 and not abs(row[2]) <= TOLERANCES[key]]
@@ -251,7 +251,7 @@ def test_replaying_the_run_s_own_server_speed_meets_the_tolerance(suite):
     ones included (the machine's hold-ups are in the replayed speed and delivery delays): p50 within
     ±10%, p99 within ±20%, mean batch size within ±10%, throughput within ±2%. (Nine suites, 99 runs:
     p50 within 2.2%, p99 within 5.3%; 9 more at 86-99% load within 2.3%.)"""
-    from sim.validate import MAX_LOAD, TOLERANCES
+    from sim.validation.validate import MAX_LOAD, TOLERANCES
 
     runs = suite["from-run-replay"]["runs"]
     bounds = {**TOLERANCES, "mean_batch_size": 0.10, "throughput_rps": 0.02}
@@ -275,8 +275,8 @@ def test_replay_with_a_wrong_batching_rule_misses(suite, tmp_path):
     import copy
     import dataclasses
 
-    from sim.profile import load_profile
-    from sim.validate import TOLERANCES, capacity_rps, load_run, profile_from_run_for, validate_run
+    from sim.profiles.profile import load_profile
+    from sim.validation.validate import TOLERANCES, capacity_rps, load_run, profile_from_run_for, validate_run
 
     bounds = {**TOLERANCES, "mean_batch_size": 0.10}
     loads = {r["run"]: r["load"] for r in suite["from-run-replay"]["runs"]}

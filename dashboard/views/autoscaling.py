@@ -12,11 +12,10 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
-from dashboard import charts, compute, fmt, state
+from dashboard import charts, compute, fmt, state, whatif
 from dashboard.views.common import run_view, unstable_warning
-from sim import whatif
 from sim.errors import CapsimError
-from sim.scenario import Scenario, mean_rate_rps
+from sim.scenario.model import Scenario, mean_rate_rps
 
 METRICS = {  # HPA metric -> (spec without target, target key, label, unit scale, default)
     "gpu_utilization": ({"type": "resource", "name": "gpu_utilization"}, "target_utilization",

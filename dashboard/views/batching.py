@@ -6,9 +6,9 @@ import streamlit as st
 
 from dashboard import charts, compute, fmt, state
 from sim.errors import CapsimError
-from sim.loader import dump_scenario
-from sim.profile import as_profile, resolve_profile_path
-from sim.scenario import mean_rate_rps
+from sim.profiles.profile import as_profile, resolve_profile_path
+from sim.scenario.load import dump_scenario
+from sim.scenario.model import mean_rate_rps
 
 SIZES = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 DELAYS_MS = (0.0, 0.5, 1.0, 2.0, 5.0, 10.0)

@@ -8,7 +8,7 @@ import streamlit as st
 
 from dashboard import charts, compute, fmt, state
 from sim.errors import CapsimError
-from sim.profile import builtin_profile_path, list_builtin_profiles, resolve_profile_path
+from sim.profiles.profile import builtin_profile_path, list_builtin_profiles, resolve_profile_path
 
 UPLOAD = "upload a profile JSON…"
 

@@ -6,8 +6,8 @@ import streamlit as st
 
 from dashboard import compute, fmt
 from sim.errors import CapsimError
-from sim.loader import dump_scenario
-from sim.scenario import Scenario
+from sim.scenario.load import dump_scenario
+from sim.scenario.model import Scenario
 
 
 def run_view(scenario: Scenario, seed: int, label: str) -> compute.RunView | None:

@@ -1,6 +1,6 @@
 """Planner: cost against p99 over GPU type × batching × replicas, and the cheapest config meeting the SLO.
 
-Uses ``sim.planner`` when it is installed; otherwise says the planner is coming.
+Uses ``sim.planner.search`` when it is installed; otherwise says the planner is coming.
 """
 
 from __future__ import annotations
@@ -10,11 +10,10 @@ import importlib.util
 import altair as alt
 import streamlit as st
 
-from dashboard import fmt, state
+from dashboard import fmt, state, whatif
 from dashboard.compute import plan_table
-from sim import whatif
 from sim.errors import CapsimError
-from sim.loader import dump_scenario
+from sim.scenario.load import dump_scenario
 
 BATCH_SIZES = (1, 4, 8, 16, 32, 64)
 DELAYS_MS = (0.0, 1.0, 2.0, 5.0)
@@ -22,7 +21,7 @@ DELAYS_MS = (0.0, 1.0, 2.0, 5.0)
 
 def planner_available() -> bool:
     try:
-        return importlib.util.find_spec("sim.planner") is not None
+        return importlib.util.find_spec("sim.planner.search") is not None
     except (ImportError, ValueError):
         return False
 
@@ -30,7 +29,7 @@ def planner_available() -> bool:
 def render() -> None:
     scenario = state.page_start("Planner")
     if not planner_available():
-        st.info("The capacity planner is coming: once `sim.planner` lands, this page shows the cost vs p99 "
+        st.info("The capacity planner is coming: once `sim.planner.search` lands, this page shows the cost vs p99 "
                 "frontier and the cheapest configuration meeting the SLO. Meanwhile, try the What-if and "
                 "Batching pages.")
         return

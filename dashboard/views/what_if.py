@@ -10,7 +10,7 @@ import streamlit as st
 from dashboard import charts, controls, fmt, state
 from dashboard.views.common import headline, run_view, unstable_warning
 from sim.errors import CapsimError
-from sim.loader import dump_scenario
+from sim.scenario.load import dump_scenario
 
 
 def render() -> None:

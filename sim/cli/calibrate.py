@@ -1,0 +1,159 @@
+"""``capsim calibrate``: the command line of the calibration (the work: ``calibration/calibrate.py``;
+docs/calibration.md).
+
+Arguments are checked here, before torch is imported.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+from sim.errors import CapsimError
+
+DEFAULTS = {"samples": 100, "warmup": 10, "replay_batches": 100, "runtime_start_runs": 3}
+QUICK = {"samples": 20, "warmup": 3, "replay_batches": 20, "runtime_start_runs": 1}
+EPILOG = """\
+built-in models: mlp, resnet50, bert-base, decoder (test-tiny, test-stall for tests).
+Default batch sizes: mlp 1..256 (powers of two), resnet50 1..16, bert-base 1..8, decoder 1..16,
+module:factory 1..32. A factory returns (model, make_input) with make_input(batch_size) -> tensor
+or tuple of tensors, batch first; calibration calls make_input(1) per request and concatenates.
+
+example: capsim calibrate --model mlp --device cpu --dtype fp32 --out cpu-mlp-fp32.json
+"""
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "calibrate", help="measure a model's service times on this machine and write a profile",
+        description="Benchmark a model per batch size (end-to-end latency, forward time, first-call "
+                    "stalls, host overhead, a serving replay with idle gaps, memory) and its load "
+                    "times, and write a capsim.profile/1 JSON file for the simulator.",
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", metavar="NAME|module:factory",
+                   help="a built-in model (see below) or module:factory for your own")
+    p.add_argument("--device", default="cpu", metavar="cpu|cuda", help="where to run (default: cpu)")
+    p.add_argument("--dtype", default="fp32", metavar="fp32|fp16|bf16",
+                   help="weights and floating inputs (default: fp32)")
+    p.add_argument("--compile", action="store_true", help="run torch.compile(model); its compile time "
+                   "shows up in the first calls")
+    p.add_argument("--batch-sizes", metavar="1,2,4,...", help="comma-separated batch sizes >= 1 "
+                   "(default: per model, see below)")
+    p.add_argument("--samples", type=str, metavar="N",
+                   help=f"timed batches per size, >= 1; 50 or more recommended (default {DEFAULTS['samples']})")
+    p.add_argument("--warmup", type=str, metavar="N",
+                   help=f"untimed batches per size after its first call (default {DEFAULTS['warmup']})")
+    p.add_argument("--seq-len", type=str, metavar="N", help="tokens per request for bert-base and decoder "
+                   "(default 128)")
+    p.add_argument("--threads", type=str, metavar="N", help="torch intra-op threads (default: torch's choice)")
+    p.add_argument("--replay-batches", type=str, metavar="N", help="batches in the serving replay of mixed "
+                   f"sizes with idle gaps; 0 skips it (default {DEFAULTS['replay_batches']})")
+    p.add_argument("--replay-utilisation", type=str, default="0.2", metavar="U",
+                   help="busy share the replay's idle gaps are sized for, in (0, 1] (default 0.2)")
+    p.add_argument("--skip-load", action="store_true",
+                   help="do not measure checkpoint read, runtime start and load rate")
+    p.add_argument("--runtime-start-runs", type=str, metavar="N", help="fresh interpreters timed for "
+                   f"import torch + device context (default {DEFAULTS['runtime_start_runs']})")
+    p.add_argument("--scratch-dir", metavar="DIR", help="where to write the temporary checkpoint "
+                   "(default: the system temp dir; put it on the disk that will hold your weights)")
+    p.add_argument("--seed", type=str, default="0", metavar="N", help="seed for weights, inputs and replay")
+    p.add_argument("--quick", action="store_true", help="a fast smoke run: "
+                   + ", ".join(f"--{k.replace('_', '-')} {v}" for k, v in QUICK.items())
+                   + " unless given")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--list-models", action="store_true", help="list the built-in models and exit")
+    p.add_argument("--out", metavar="FILE", help="profile to write (default: <device>-<model>-<dtype>.json)")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.list_models:
+        return _list_models()
+    if not args.model:
+        raise CapsimError("--model is required (a built-in name or module:factory; see --list-models)")
+    if args.device not in ("cpu", "cuda"):
+        raise CapsimError(f"--device = {args.device!r}: use cpu or cuda")
+    if args.dtype not in ("fp32", "fp16", "bf16"):
+        raise CapsimError(f"--dtype = {args.dtype!r}: use fp32, fp16 or bf16")
+    base = QUICK if args.quick else DEFAULTS
+    counts = {k: _count(args, k, base[k], minimum=1 if k == "samples" else 0) for k in DEFAULTS}
+    batch_sizes = parse_batch_sizes(args.batch_sizes) if args.batch_sizes else ()
+    utilisation = _number("--replay-utilisation", args.replay_utilisation)
+    if not 0 < utilisation <= 1:
+        raise CapsimError(f"--replay-utilisation = {args.replay_utilisation!r}: a number in (0, 1]")
+    try:
+        from calibration.calibrate import CalibrationRequest, calibrate, resolve_device
+        from calibration.models import check_model_name
+    except ImportError as exc:
+        raise CapsimError(f"calibrate needs torch ({exc.name} is missing): pip install 'capsim[calibration]'") from None
+    from sim.profiles.profile import write_profile
+
+    check_model_name(args.model)
+    resolve_device(args.device)
+    request = CalibrationRequest(
+        model=args.model, device=args.device, dtype=args.dtype, compile=args.compile,
+        batch_sizes=batch_sizes, samples=counts["samples"], warmup=counts["warmup"],
+        seq_len=_count(args, "seq_len", None, minimum=1), threads=_count(args, "threads", None, minimum=1),
+        replay_batches=counts["replay_batches"], replay_utilisation=utilisation,
+        measure_load=not args.skip_load, runtime_start_runs=counts["runtime_start_runs"],
+        scratch_dir=args.scratch_dir, seed=_count(args, "seed", 0, minimum=0),
+        progress=not args.no_progress, command=_command(args),
+    )
+    out = args.out or f"{args.device}-{args.model.replace(':', '-')}-{args.dtype}.json"
+    started = time.perf_counter()
+    doc = calibrate(request)
+    path = write_profile(doc, out)
+    print(f"wrote {path} ({doc['model']['name']}, {len(doc['batches'])} batch sizes, "
+          f"{time.perf_counter() - started:.1f} s); see it with: capsim profile show {path}")
+    return 0
+
+
+def parse_batch_sizes(text: str) -> tuple[int, ...]:
+    """``"1,2,4"`` -> (1, 2, 4); anything else is a one-line error."""
+    sizes = []
+    for part in text.split(","):
+        part = part.strip()
+        if not part.isdigit() or int(part) < 1:
+            raise CapsimError(f"--batch-sizes = {text!r}: batch sizes are integers >= 1 separated by "
+                                   f"commas, e.g. 1,2,4,8 ({part!r} is not)")
+        sizes.append(int(part))
+    return tuple(sorted(set(sizes)))
+
+
+def _count(args: argparse.Namespace, key: str, default: int | None, minimum: int) -> int | None:
+    text = getattr(args, key)
+    if text is None:
+        return default
+    text = str(text).strip()
+    if not text.lstrip("-").isdigit() or int(text) < minimum:
+        raise CapsimError(f"--{key.replace('_', '-')} = {text!r}: an integer >= {minimum}")
+    return int(text)
+
+
+def _number(flag: str, text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise CapsimError(f"{flag} = {text!r}: a number") from None
+
+
+def _command(args: argparse.Namespace) -> list[str]:
+    """The command line as given, for the record (from the parsed options, not sys.argv)."""
+    words = ["capsim", "calibrate"]
+    for key, value in vars(args).items():
+        if key in ("func", "command") or value in (None, False):
+            continue
+        words += [f"--{key.replace('_', '-')}"] + ([] if value is True else [str(value)])
+    return words
+
+
+def _list_models() -> int:
+    try:
+        from calibration.models import BUILTIN_MODELS
+    except ImportError as exc:
+        raise CapsimError(f"calibrate needs torch ({exc.name} is missing): pip install 'capsim[calibration]'") from None
+
+    for spec in BUILTIN_MODELS.values():
+        sizes = ",".join(map(str, spec.default_batch_sizes))
+        print(f"{spec.name:<11} {spec.description}  [default batch sizes {sizes}]")
+    return 0

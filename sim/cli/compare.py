@@ -1,0 +1,77 @@
+"""`capsim compare A.yaml B.yaml ... [--vary NAME:KEY=VAL,KEY=VAL]`: key metrics side by side.
+
+All scenarios run with the same seed, so they see the same traffic (common random numbers).
+"""
+
+from __future__ import annotations
+
+ROWS = (
+    ("latency_p50_s", "p50", 1e3, "{:,.1f} ms"),
+    ("latency_p99_s", "p99", 1e3, "{:,.1f} ms"),
+    ("latency_p99_observed_s", "p99 observed", 1e3, "{:,.1f} ms"),
+    ("goodput_share", "within SLO", 100, "{:,.2f} %"),
+    ("requests_rejected", "rejected", 1, "{:,.0f}"),
+    ("requests_timed_out", "timed out", 1, "{:,.0f}"),
+    ("mean_batch_size", "mean batch", 1, "{:,.2f}"),
+    ("utilization", "utilisation", 100, "{:,.1f} %"),
+    ("replicas_mean", "replicas (mean)", 1, "{:,.2f}"),
+    ("cost_per_hour_usd", "cost per hour", 1, "${:,.2f}/h"),
+    ("cost_per_million_requests_usd", "cost per 1M req", 1, "${:,.2f}"),
+)
+
+
+def register(sub) -> None:
+    p = sub.add_parser("compare", help="run several scenarios (or variants) and print key metrics side by side")
+    p.add_argument("scenarios", nargs="+", help="scenario YAML files")
+    p.add_argument("--vary", action="append", default=[], metavar="NAME:KEY=VAL[,KEY=VAL]",
+                   help="add a variant of the FIRST scenario, e.g. 'headroom:autoscaler.min_replicas=6'")
+    p.add_argument("--seed", type=int, default=None, help="one seed for all (default: the first scenario's)")
+    p.add_argument("--out", default=None, help="write the table as CSV here")
+    p.set_defaults(func=main)
+
+
+def variants(paths: list[str], vary: list[str]):
+    """(label, scenario) pairs: each file, then each --vary variant of the first file."""
+    import sim
+    from sim.cli.simulate import parse_sets
+    from sim.errors import ScenarioError
+
+    out = [(sim.load_scenario(p).name, sim.load_scenario(p)) for p in paths]
+    base = out[0][1]
+    for spec in vary:
+        if ":" not in spec:
+            raise ScenarioError(f"--vary {spec!r}: expected NAME:KEY=VAL[,KEY=VAL], e.g. headroom:fleet.replicas=6")
+        name, sets = spec.split(":", 1)
+        out.append((name, base.with_updates(parse_sets([s for s in sets.split(",") if s]))))
+    return out
+
+
+def compare(pairs, seed: int | None):
+    import sim
+
+    seed = pairs[0][1].run.seed if seed is None else seed
+    return [(label, sim.run(sc, seed=seed)) for label, sc in pairs]
+
+
+def main(args) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    from sim.results.output import fmt
+
+    results = compare(variants(args.scenarios, args.vary), args.seed)
+    table = Table(title="capsim compare (same seed, same traffic)")
+    table.add_column("metric")
+    for label, _ in results:
+        table.add_column(label, justify="right")
+    for key, label, scale, pattern in ROWS:
+        table.add_row(label, *[fmt(r.summary, key, scale, pattern) for _, r in results])
+    table.add_row("SLO", *["met" if r.summary.get("slo_met") else "missed" for _, r in results])
+    table.add_row("stable", *["no" if r.summary.get("unstable") else "yes" for _, r in results])
+    Console().print(table)
+    if args.out:
+        import pandas as pd
+
+        pd.DataFrame([{"variant": label, **r.summary} for label, r in results]).to_csv(args.out, index=False)
+        print(f"wrote {args.out}")
+    return 0

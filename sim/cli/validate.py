@@ -1,0 +1,119 @@
+"""`capsim validate RUN_DIR... --profile FILE|BUILTIN | --calibrate | --from-run replay|self|others [--out DIR]`: simulation vs a real run."""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+from pathlib import Path
+
+EPILOG = """\
+examples:
+  capsim validate runs/b8-1500 --calibrate                 # calibrate on this machine first, same threads
+  capsim validate runs/b8-* --profile my-cpu-profile.json --out runs/validation
+  capsim validate runs/b8-* --from-run replay             # each run's own server speed, moment by moment
+  capsim validate runs/b8-* --from-run self               # each run's own service times, at a random phase
+  capsim validate runs/b8-* --from-run others             # held out: built from the other runs only
+A run directory comes from `capsim bench-serve`. See docs/validation.md.
+"""
+
+
+def register(sub) -> None:
+    p = sub.add_parser("validate", help="replay a bench-serve run through the simulator and report the error",
+                       description="Replay the arrival times of one or more `capsim bench-serve` runs through "
+                                   "the simulator with the same batching and replicas, and report the relative "
+                                   "error of latency mean/p50/p90/p99, mean batch size and throughput.",
+                       epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("runs", nargs="+", metavar="RUN_DIR", help="bench-serve run directories")
+    p.add_argument("--profile", metavar="FILE|BUILTIN", help="service-time profile (calibrated on the same "
+                   "machine with the run's thread count)")
+    p.add_argument("--from-run", choices=("replay", "self", "others"), dest="from_run",
+                   help="service times observed in served runs instead of a benchmark (sim/profiles/fromrun.py): "
+                        "'replay' = each run's own server speed at each moment, replayed at the same times (tests "
+                        "the batching and queueing given the machine); "
+                        "'self' = each run's own batch times, idle response and speed level at a random phase; "
+                        "'others' = built from the other runs given with the same batching, never the run itself (held out)")
+    p.add_argument("--calibrate", action="store_true", help="calibrate the run's model first (capsim calibrate "
+                   "in a child process, same device, dtype and threads, the batch sizes the run needs)")
+    p.add_argument("--samples", type=int, default=60, help="samples per batch size with --calibrate (default 60)")
+    p.add_argument("--replications", type=int, default=5, help="simulated replays per run (default 5)")
+    p.add_argument("--seed", type=int, default=0, help="root seed of the simulated service times")
+    p.add_argument("--out", metavar="DIR", help="where to write validation.json and the QQ plots "
+                   "(default: RUN_DIR/validation for one run, else ./validation)")
+    p.add_argument("--no-plot", action="store_true", help="skip the QQ plots")
+    p.set_defaults(func=main)
+
+
+def main(args) -> int:
+    from rich.console import Console
+
+    from sim.errors import CapsimError
+    from sim.validation import validate as v
+
+    if sum(map(bool, (args.profile, args.calibrate, args.from_run))) != 1:
+        raise CapsimError("give exactly one of --profile FILE|BUILTIN, --calibrate or --from-run replay|self|others")
+    if args.replications < 1:
+        raise CapsimError(f"--replications = {args.replications}: must be >= 1")
+    runs = [v.load_run(r) for r in args.runs]
+    out = Path(args.out) if args.out else (runs[0].path / "validation" if len(runs) == 1 else Path("validation"))
+    out.mkdir(parents=True, exist_ok=True)
+    profiles: dict[tuple, Path] = {}
+    records = []
+    for run in runs:
+        if args.from_run:
+            profile = v.profile_from_run_for(run, runs, args.from_run, out)
+        elif args.calibrate:
+            key = _calibration_key(run)
+            if key not in profiles:
+                profiles[key] = calibrate_for([r for r in runs if _calibration_key(r) == key], out, args.samples)
+            profile = profiles[key]
+        else:
+            from sim.profiles.profile import resolve_profile_path
+
+            profile = resolve_profile_path(args.profile)
+        records.append(v.validate_run(run, profile, out, args.replications, args.seed, plot=not args.no_plot))
+    console = Console()
+    console.print(v.error_table(records, console.width))
+    report = v.write_report(records, out)
+    summary = v.overall(records)
+    console.print(f"runs within tolerance (p50 ±{v.TOLERANCES['latency_p50_s']:.0%}, p99 "
+                  f"±{v.TOLERANCES['latency_p99_s']:.0%}, load ≤ {v.MAX_LOAD:.0%}): "
+                  f"{summary['runs_within_tolerance']} of {summary['runs_judged']}")
+    if summary["runs_disturbed"]:
+        console.print(f"[yellow]{summary['runs_disturbed']} run(s) disturbed by the machine[/] (late load "
+                      "generator or late batch starts; see `disturbed` in validation.json): their errors measure "
+                      "the machine, not the simulator; rerun on a quiet machine")
+    console.print(f"wrote {report}")
+    return 0
+
+
+def _calibration_key(run) -> tuple:
+    s = run.settings
+    return (s["model"], s["device"], s["dtype"], s["threads"], s.get("seed", 0))
+
+
+def calibration_sizes(runs) -> list[int]:
+    """Every size the runs used, 1, each run's max and the powers of two below it."""
+    sizes = {1}
+    for run in runs:
+        top = int(run.settings["batching"]["max_batch_size"])
+        sizes |= {int(b) for b in run.batches["size"].unique()} | {top}
+        sizes |= {2**k for k in range(top.bit_length()) if 2**k <= top}
+    return sorted(sizes)
+
+
+def calibrate_for(runs, out: Path, samples: int) -> Path:
+    """``capsim calibrate`` in a fresh process with the runs' model, device, dtype and thread count."""
+    from sim.errors import CapsimError
+
+    s = runs[0].settings
+    target = out / f"profile-{s['device']}-{s['threads']}t.json"
+    cmd = [sys.executable, "-m", "sim.cli", "calibrate", "--model", s["model"], "--device", s["device"],
+           "--dtype", s["dtype"], "--threads", str(s["threads"]), "--seed", str(s.get("seed", 0)),
+           "--batch-sizes", ",".join(map(str, calibration_sizes(runs))), "--samples", str(samples),
+           "--warmup", "5", "--replay-batches", "20", "--skip-load", "--no-progress", "--out", str(target)]
+    print("calibrating:", " ".join(cmd[3:]), flush=True)
+    done = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise CapsimError(f"--calibrate: capsim calibrate failed: {(done.stderr or done.stdout).strip()[-400:]}")
+    return target

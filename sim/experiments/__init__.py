@@ -1,0 +1,1 @@
+"""Many scenarios at once: grid sweeps over dotted keys, resumable, on local cores or a Ray cluster."""

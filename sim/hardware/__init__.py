@@ -1,0 +1,1 @@
+"""Hardware the estimates and planners know: the GPU catalog."""

@@ -1,0 +1,1 @@
+"""Capacity planning: the cheapest configuration that meets an SLO, and its report."""

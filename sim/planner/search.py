@@ -1,0 +1,476 @@
+"""Capacity planning: the cheapest configuration whose latency percentile meets the SLO.
+
+The search space is GPU type × max batch size × max queue delay × replicas (plus any dotted key
+given with ``--param``, e.g. autoscaler settings). GPU types come from the shipped profiles of the
+scenario's model on other devices, and from roofline estimates (``sim.profiles.roofline.estimate_profile``)
+for catalog GPUs with no profile; estimates are labelled as such everywhere.
+
+A configuration *meets the SLO* when no replication is unstable and the upper bound of the 95%
+confidence interval of its SLO percentile over replications is at most the SLO latency (with one
+replication, the point value). Three searches:
+
+* ``grid``: every combination, simulated at the scenario's traffic.
+* ``bisect`` (fixed fleets, Vidur-Search style): per (GPU, batching), binary search on the traffic
+  one replica sustains (rates scaled, or a trace's ``time_scale``), then replicas = ⌈rate / that⌉,
+  verified at full traffic with that count and walked down/up one replica at a time.
+* ``optuna``: TPE over the same space (needs the optional ``optuna`` package).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from sim.errors import CapsimError, ProfileError, ScenarioError
+from sim.experiments.sweep import aggregate, run_points
+from sim.scenario.load import scenario_to_dict
+from sim.scenario.model import Scenario
+
+SEARCHES = ("grid", "bisect", "optuna")
+DEFAULT_BATCH_SIZES = (1, 4, 8, 16, 32, 64)
+DEFAULT_QUEUE_DELAYS_S = (0.0, 0.001, 0.002, 0.005)
+
+
+# ---------------------------------------------------------------- GPU candidates
+@dataclass(frozen=True)
+class Candidate:
+    """One device option: the profile serving it, its price and whether its profile is an estimate."""
+
+    label: str
+    profile: str | None  # value for service.profile (None: keep the scenario's service)
+    usd_per_hour: float
+    estimate: bool
+    max_batch_size: int
+
+    def updates(self) -> dict:
+        if self.profile is None:
+            return {}
+        return {"service.profile": self.profile, "cost.usd_per_replica_hour": self.usd_per_hour,
+                "fleet.gpu": self.label}
+
+
+def gpu_candidates(scenario: Scenario, gpus: list[str] | None = None, estimates: bool = True,
+                   profile_dir: str | Path = "profiles") -> list[Candidate]:
+    """The scenario's own device, shipped profiles of its model elsewhere, and catalog estimates."""
+    from sim.hardware.gpus import gpu_catalog
+    from sim.models.archs import BUILTIN_ARCHS
+    from sim.profiles.profile import as_profile, list_builtin_profiles
+    from sim.serving.service import resolve_profile
+
+    if scenario.service.type != "profile":
+        label = scenario.fleet.gpu or "as given"
+        return [Candidate(label, None, scenario.cost.usd_per_replica_hour, False, 65536)]
+    own = resolve_profile(scenario)
+    catalog = gpu_catalog()
+    own_key = _gpu_key(own) or own.device
+    own_price = scenario.cost.usd_per_replica_hour or (catalog[own_key].usd_per_hour if own_key in catalog else 0.0)
+    found = {own_key: Candidate(own_key, str(scenario.service.profile), own_price, own.is_estimate,
+                                own.batch_sizes[-1])}
+    for name in list_builtin_profiles():
+        p = as_profile(name)
+        key = _gpu_key(p)
+        if p.model_name == own.model_name and key in catalog and key not in found:
+            found[key] = Candidate(key, name, catalog[key].usd_per_hour, p.is_estimate, p.batch_sizes[-1])
+    if estimates and own.model_name in BUILTIN_ARCHS:
+        source = next((c.profile for c in found.values() if c.label in catalog and not c.estimate), None)
+        for key, gpu in catalog.items():
+            if key not in found and (gpus is None or key.lower() in gpus):
+                path = _estimate(own, key, gpu, source, Path(profile_dir))
+                if path is not None:
+                    found[key] = Candidate(key, str(path.resolve()), gpu.usd_per_hour, True, 128)
+    if gpus is not None:
+        unknown = [g for g in gpus if g not in {k.lower() for k in found}]
+        if unknown:
+            raise ScenarioError(f"--gpus {','.join(unknown)}: no profile or estimate for model "
+                                f"{own.model_name!r}; available: {', '.join(found)}")
+        found = {k: c for k, c in found.items() if k.lower() in gpus}
+    return list(found.values())
+
+
+def _gpu_key(profile) -> str | None:
+    from sim.hardware.gpus import get_gpu
+
+    estimate = profile.raw.get("estimate") or {}
+    if estimate.get("gpu"):
+        return estimate["gpu"]
+    if profile.device != "cuda" or not profile.device_name:
+        return None
+    try:
+        return get_gpu(profile.device_name).key
+    except ProfileError:
+        return None
+
+
+def _estimate(own, key: str, gpu, source: str | None, directory: Path) -> Path | None:
+    from sim.profiles.profile import write_profile
+    from sim.profiles.roofline import estimate_profile
+
+    dtype = own.dtype if own.device == "cuda" else "fp16"
+    if not gpu.peak_tflops.get(dtype):
+        return None
+    doc = estimate_profile(own.model_name, key, dtype, [1, 2, 4, 8, 16, 32, 64, 128], source_profile=source)
+    return write_profile(doc, directory / f"{key.lower()}-{own.model_name}-{dtype}-estimate.json")
+
+
+# ---------------------------------------------------------------- search space
+@dataclass
+class Space:
+    """What the planner varies: devices, batching, replicas and any extra dotted keys."""
+
+    candidates: list[Candidate]
+    batch_sizes: list[int]
+    queue_delays_s: list[float]
+    replicas: list[int] | None = None  # None: derived from capacity (grid) or searched (bisect)
+    extra: dict[str, list] = field(default_factory=dict)
+
+    def configs(self) -> list[dict]:
+        """Every (device, batching, extra) combination as scenario updates, without replicas."""
+        from sim.experiments.sweep import grid
+
+        out = []
+        for cand in self.candidates:
+            for b in (b for b in self.batch_sizes if b <= cand.max_batch_size):
+                for d in self.queue_delays_s if b > 1 else self.queue_delays_s[:1]:
+                    for extra in grid(self.extra):
+                        out.append({**cand.updates(), "batching.max_batch_size": b,
+                                    "batching.max_queue_delay_s": d, **extra})
+        return out
+
+    def valid_configs(self, scenario: Scenario) -> tuple[list[dict], int]:
+        """The combinations the scenario accepts (e.g. min_replicas ≤ max_replicas), and how many were not."""
+        from sim.experiments.sweep import configure
+
+        good = []
+        for config in self.configs():
+            try:
+                configure(scenario, config)
+            except ScenarioError:
+                continue
+            good.append(config)
+        return good, len(self.configs()) - len(good)
+
+
+def autoscaler_params(scenario: Scenario) -> dict[str, list]:
+    """Values around the scenario's own for its autoscaler's min/max replicas and targets
+    (``target_*`` at the top of the section or in ``metrics[i]``); nothing for a static fleet."""
+    if not has_autoscaler(scenario):
+        return {}
+    section = scenario_to_dict(scenario)["autoscaler"]
+    fields = [(f"autoscaler.{k}", k, v) for k, v in section.items()]
+    for i, metric in enumerate(section.get("metrics") or []):
+        fields += [(f"autoscaler.metrics[{i}].{k}", k, v) for k, v in metric.items()]
+    out: dict[str, list] = {}
+    for key, name, value in fields:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            continue
+        if name in ("min_replicas", "max_replicas"):
+            values = sorted({max(1, int(value) // 2), int(value), int(value) * 2})
+        elif name.startswith("target") and value > 0:
+            values = sorted({round(min(v, 0.95) if value <= 1 else v, 4) for v in (value * 0.7, value, value * 1.3)})
+        else:
+            continue
+        out[key] = [v for v in values if _accepts(scenario, key, v)]
+    return out
+
+
+def _accepts(scenario: Scenario, key: str, value) -> bool:
+    from sim.experiments.sweep import configure
+
+    try:
+        configure(scenario, {key: value})
+    except ScenarioError:
+        return False
+    return True
+
+
+def has_autoscaler(scenario: Scenario) -> bool:
+    """True when the replica count can change at run time (an autoscaler other than ``static``)."""
+    section = scenario_to_dict(scenario).get("autoscaler")
+    return isinstance(section, dict) and section.get("type", "static") != "static"
+
+
+# ---------------------------------------------------------------- feasibility and ranking
+def slo_key(scenario: Scenario) -> str:
+    return f"latency_p{scenario.slo.percentile:g}_slo_s"
+
+
+def judge(table: pd.DataFrame, scenario: Scenario) -> pd.DataFrame:
+    """Add ``slo_upper_s`` (upper 95% bound, or the value with one replication), ``meets_slo``."""
+    key = slo_key(scenario)
+    upper = table[f"{key}_ci95_high"] if f"{key}_ci95_high" in table else table[key]
+    upper = upper.where(upper.notna(), table[key]) if f"{key}_ci95_high" in table else upper
+    table = table.copy()
+    table["slo_upper_s"] = upper.astype(float)
+    stable = ~table["unstable"].astype(bool)
+    table["meets_slo"] = stable & table["slo_upper_s"].le(scenario.slo.latency_s)
+    return table
+
+
+def rank(table: pd.DataFrame) -> pd.DataFrame:
+    """Configurations meeting the SLO first, cheapest first; ties: fewer instances, lower latency."""
+    table = table.copy()
+    replicas = table.get("replicas_mean", pd.Series(1.0, index=table.index))
+    inst = table.get("fleet.instances_per_replica", pd.Series(1, index=table.index)).fillna(1)
+    table["instances"] = replicas.astype(float) * inst.astype(float)
+    table = table.sort_values(["meets_slo", "cost_per_hour_usd", "instances", "slo_upper_s"],
+                              ascending=[False, True, True, True], kind="stable", na_position="last")
+    table.insert(0, "rank", range(1, len(table) + 1))
+    return table.reset_index(drop=True)
+
+
+def pareto_front(table: pd.DataFrame, metric: str, cost: str = "cost_per_hour_usd") -> pd.DataFrame:
+    """Stable configurations no other beats on both cost and ``metric`` (lower is better for both)."""
+    ok = table[~table["unstable"].astype(bool) & table[metric].notna() & table[cost].notna()]
+    ok = ok.sort_values([cost, metric], kind="stable")
+    best, keep = math.inf, []
+    for idx, value in ok[metric].items():
+        if value < best:
+            keep.append(idx)
+            best = value
+    return ok.loc[keep]
+
+
+# ---------------------------------------------------------------- the searches
+@dataclass
+class Plan:
+    table: pd.DataFrame  # ranked, one row per configuration simulated at full traffic
+    params: list[str]
+    search: str
+    computed: int = 0
+    reused: int = 0
+    notes: list[str] = field(default_factory=list)
+    bisections: pd.DataFrame | None = None
+
+    @property
+    def best(self) -> pd.Series | None:
+        ok = self.table[self.table["meets_slo"]]
+        return None if ok.empty else ok.iloc[0]
+
+
+@dataclass
+class Runner:
+    """Runs lists of points (resumably, through one checkpoint) and keeps every aggregated row."""
+
+    scenario: Scenario
+    replications: int
+    seed: int
+    executor: object = None
+    checkpoint_dir: Path | None = None
+    progress: bool = True
+    window_s: float | None = None
+    computed: int = 0
+    reused: int = 0
+    params: dict = field(default_factory=dict)  # every dotted key varied so far, in order
+
+    def evaluate(self, points: list[dict], desc: str = "plan") -> pd.DataFrame:
+        if not points:
+            return pd.DataFrame()
+        params = list(dict.fromkeys(k for p in points for k in p))
+        self.params.update(dict.fromkeys(params))
+        res = run_points(self.scenario, points, replications=self.replications, seed=self.seed,
+                         executor=self.executor, checkpoint_dir=self.checkpoint_dir, progress=self.progress,
+                         window_s=self.window_s, params=params, desc=desc)
+        self.computed += res.computed
+        self.reused += res.reused
+        return judge(aggregate(res.records, params), self.scenario)
+
+
+def grid_points(scenario: Scenario, space: Space, configs: list[dict]) -> list[dict]:
+    """Full grid; replicas default to ⌈rate/capacity⌉ .. 2⌈rate/capacity⌉ + 1 per configuration."""
+    from sim.experiments.sweep import configure
+
+    points = []
+    rate = offered_rate_rps(scenario)
+    for config in configs:
+        if space.replicas is not None:
+            counts = space.replicas
+        elif has_autoscaler(scenario):
+            counts = [None]
+        else:
+            n_min = max(1, math.ceil(rate / replica_capacity_rps(configure(scenario, config)) * (1 + 1e-9)))
+            counts = list(range(n_min, 2 * n_min + 2))
+        points += [config if n is None else {**config, "fleet.replicas": n} for n in counts]
+    return points
+
+
+def plan(scenario: Scenario, space: Space, runner: Runner, search: str = "grid", trials: int = 40) -> Plan:
+    """Search ``space`` for the cheapest configuration meeting ``scenario.slo``."""
+    notes = []
+    if search == "bisect" and has_autoscaler(scenario):
+        notes.append("bisect searches fixed fleets; this scenario autoscales, so the grid search ran instead")
+        search = "grid"
+    bisections = None
+    configs, skipped = space.valid_configs(scenario)
+    if skipped:
+        notes.append(f"{skipped} combinations the scenario rejects (e.g. min_replicas > max_replicas) were skipped")
+    if not configs:
+        raise ScenarioError("the search space is empty: no combination of the values is a valid scenario")
+    if search == "grid":
+        table = runner.evaluate(grid_points(scenario, space, configs), desc="plan (grid)")
+    elif search == "bisect":
+        table, bisections = bisect_search(scenario, configs, runner)
+    elif search == "optuna":
+        table = optuna_search(scenario, space, configs, runner, trials)
+    else:
+        raise CapsimError(f"--search = {search!r}: must be one of {', '.join(SEARCHES)}")
+    params = [k for k in runner.params if k in table.columns and not k.startswith("workload.")]
+    table = table.drop(columns=[c for c in table.columns if c.startswith("workload.")])
+    estimates = {c.profile: c.estimate for c in space.candidates}
+    table["estimate"] = (table["service.profile"].map(estimates).fillna(False).astype(bool)
+                         if "service.profile" in table else space.candidates[0].estimate)
+    return Plan(rank(table), params, search, runner.computed, runner.reused, notes, bisections)
+
+
+# ---------------------------------------------------------------- bisection on the per-replica rate
+def offered_rate_rps(scenario: Scenario) -> float:
+    """Mean arrival rate of the scenario's traffic (replication 0 of its seed, over the horizon)."""
+    from sim.runner import streams
+    from sim.workload.arrivals import arrival_times
+
+    times = arrival_times(scenario, streams(scenario.run.seed, 0)["arrivals"])
+    horizon = scenario.run.duration_s or float(times[-1])
+    return times.size / horizon if times.size else 0.0
+
+
+def replica_capacity_rps(scenario: Scenario) -> float:
+    """Most requests/s one replica serves (every instance running its most efficient batch size)."""
+    from sim.serving.capacity import fleet_capacity_rps
+    from sim.serving.service import build_service
+
+    service = build_service(scenario, np.random.default_rng(0))
+    return fleet_capacity_rps(scenario, service) / scenario.fleet.replicas
+
+
+def scale_traffic(scenario: Scenario, factor: float) -> dict:
+    """Dotted updates multiplying every rate of the arrival process by ``factor``."""
+    a = scenario.workload.arrivals
+    pre = "workload.arrivals."
+    if a.process in ("poisson", "deterministic", "gamma"):
+        return {pre + "rate_rps": a.rate_rps * factor}
+    if a.process == "mmpp":
+        return {pre + "rate_on_rps": a.rate_on_rps * factor, pre + "rate_off_rps": a.rate_off_rps * factor}
+    if a.process == "steps":
+        return {pre + "steps": [{"at_s": s.at_s, "rate_rps": s.rate_rps * factor} for s in a.steps]}
+    if a.process == "diurnal":
+        return {pre + "mean_rps": a.mean_rps * factor}
+    if a.process == "spike":
+        return {pre + "base_rps": a.base_rps * factor, pre + "spike_rps": a.spike_rps * factor}
+    if a.process == "trace":
+        return {pre + "time_scale": a.time_scale / factor}
+    raise ScenarioError(f"workload.arrivals.process = {a.process!r}: the planner cannot scale it")
+
+
+@dataclass
+class Bisection:
+    """Per configuration: bisect the traffic share f one replica sustains, then verify ⌈1/f⌉ replicas."""
+
+    config: dict
+    lo: float  # share of the full traffic known (or assumed) sustainable by one replica
+    hi: float  # share known not sustainable
+    tolerance: float = 0.03
+    phase: str = "probe"
+    replicas: int | None = None
+    passed: dict = field(default_factory=dict)  # replicas -> meets SLO at full traffic
+    steps: int = 0
+
+    def next_point(self, scenario: Scenario) -> dict | None:
+        if self.phase in ("probe", "bisect"):
+            f = self.lo if self.phase == "probe" else math.sqrt(self.lo * self.hi)
+            return {**self.config, "fleet.replicas": 1, **scale_traffic(scenario, f), "_share": f}
+        if self.phase == "verify":
+            return {**self.config, "fleet.replicas": self.replicas}
+        return None
+
+    def observe(self, ok: bool, point: dict) -> None:
+        self.steps += 1
+        if self.phase == "probe":
+            self.phase = "bisect" if ok else "done"
+        elif self.phase == "bisect":
+            f = point["_share"]
+            self.lo, self.hi = (f, self.hi) if ok else (self.lo, f)
+        elif self.phase == "verify":
+            self.passed[self.replicas] = ok
+            if ok and self.replicas > 1 and (self.replicas - 1) not in self.passed:
+                self.replicas -= 1
+            elif not ok and (self.replicas + 1) not in self.passed and self.steps < 40:
+                self.replicas += 1
+            else:
+                self.phase = "done"
+            return
+        if self.phase == "bisect" and self.hi / self.lo <= 1 + self.tolerance:
+            self.phase, self.replicas = "verify", max(1, math.ceil(1 / self.lo - 1e-9))
+
+
+def bisect_search(scenario: Scenario, configs: list[dict], runner: Runner) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Vidur-style search, all configurations advancing in lock step (each round runs in parallel)."""
+    from sim.experiments.sweep import configure
+
+    rate = offered_rate_rps(scenario)
+    states = []
+    for config in configs:
+        cap = replica_capacity_rps(configure(scenario, {**config, "fleet.replicas": 1}))
+        share = cap / rate if rate > 0 else math.inf
+        if share >= 1:  # one replica may carry all the traffic: no rate search, verify one replica
+            states.append(Bisection(config, lo=1.0, hi=1.0, phase="verify", replicas=1))
+        else:
+            states.append(Bisection(config, lo=share / 20, hi=share))
+    full, log, round_no = [], [], 0
+    while True:
+        active = [(s, s.next_point(scenario)) for s in states if s.phase != "done"]
+        if not active:
+            break
+        round_no += 1
+        points = [{k: v for k, v in p.items() if k != "_share"} for _, p in active]
+        table = runner.evaluate(points, desc=f"plan (bisect round {round_no})")
+        for (state, point), (_, row) in zip(active, table.iterrows()):
+            verifying = state.phase == "verify"
+            state.observe(bool(row["meets_slo"]), point)
+            if verifying:
+                full.append(row)
+            else:
+                log.append({**state.config, "share": point["_share"], "rate_per_replica_rps": point["_share"] * rate,
+                            "meets_slo": bool(row["meets_slo"]), "slo_upper_s": row["slo_upper_s"]})
+    table = pd.DataFrame(full).drop(columns=["point"], errors="ignore")
+    if not table.empty:
+        keys = [k for k in runner.params if k in table.columns and not k.startswith("workload.")]
+        table = table.drop_duplicates(subset=keys, keep="last")
+    summary = pd.DataFrame([{**s.config, "max_rate_per_replica_rps": s.lo * rate if s.replicas else 0.0,
+                             "replicas_derived": s.replicas} for s in states])
+    return table.reset_index(drop=True), pd.concat([summary, pd.DataFrame(log)], keys=["result", "step"])
+
+
+# ---------------------------------------------------------------- optuna
+def optuna_search(scenario: Scenario, space: Space, configs: list[dict], runner: Runner,
+                  trials: int) -> pd.DataFrame:
+    """TPE over the configurations × replicas; a trial missing the SLO scores its cost plus a penalty."""
+    try:
+        import optuna
+    except ImportError:
+        raise CapsimError("--search optuna needs Optuna, which is not installed: pip install optuna "
+                          "(or use --search grid or --search bisect)") from None
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    points = grid_points(scenario, space, configs)
+    counts = sorted({p.get("fleet.replicas") for p in points if p.get("fleet.replicas") is not None})
+    study = optuna.create_study(direction="minimize", sampler=optuna.samplers.TPESampler(seed=runner.seed))
+    batch = max(1, getattr(runner.executor, "workers", 1))
+    rows = []
+    while len(study.trials) < trials:
+        asked = [study.ask() for _ in range(min(batch, trials - len(study.trials)))]
+        chosen = []
+        for t in asked:
+            point = dict(configs[t.suggest_categorical("config", list(range(len(configs))))])
+            if counts:
+                point["fleet.replicas"] = t.suggest_int("replicas", counts[0], counts[-1])
+            chosen.append(point)
+        table = runner.evaluate(chosen, desc="plan (optuna)")
+        for t, (_, row) in zip(asked, table.iterrows()):
+            cost = float(row["cost_per_hour_usd"])
+            study.tell(t, cost if row["meets_slo"] else cost + 1e6)
+            rows.append(row)
+    table = pd.DataFrame(rows).drop(columns=["point"], errors="ignore")
+    keys = [k for k in runner.params if k in table.columns]
+    return table.drop_duplicates(subset=keys).reset_index(drop=True)

@@ -1,0 +1,254 @@
+"""Reading ``capsim.profile/1`` files: what ``capsim calibrate`` measured (docs/profile.md).
+
+The simulator reads profiles through :func:`load_profile` and never imports torch or the
+``calibration`` package. Every problem with a file is a :class:`ProfileError` naming the file,
+the key, the bad value and what is allowed.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from sim.errors import ProfileError
+
+SCHEMA = "capsim.profile/1"
+KINDS = ("measured", "estimate")
+BUILTIN_DIR = Path(__file__).resolve().parents[1] / "data" / "profiles"
+
+
+@dataclass(frozen=True, eq=False)
+class Profile:
+    """A validated profile. Sample arrays are sorted ascending and read-only."""
+
+    path: Path
+    kind: str
+    model_name: str
+    dtype: str
+    device: str
+    device_name: str | None
+    batch_sizes: tuple[int, ...]
+    latency_s: dict[int, np.ndarray]
+    forward_s: dict[int, np.ndarray]
+    first_call_s: dict[int, float]
+    host_overhead_s: np.ndarray
+    host_overhead_by_batch_s: dict[int, np.ndarray]
+    peak_memory_bytes: dict[int, int | None]
+    weight_bytes: int | None
+    load: dict
+    raw: dict
+
+    @property
+    def is_estimate(self) -> bool:
+        return self.kind == "estimate"
+
+    def median_latency_s(self, batch_size: int) -> float:
+        """Median end-to-end latency, linear in batch size between measured sizes."""
+        return self._interpolate(batch_size, lambda b: float(np.median(self.latency_s[b])))
+
+    def host_overhead_for(self, batch_size: int) -> np.ndarray:
+        """Host overhead samples of a batch size: its own where measured (it grows with the batch:
+        per-request dequeue and split), else of the nearest measured size, else the pooled array."""
+        if not self.host_overhead_by_batch_s:
+            return self.host_overhead_s
+        nearest = min(self.host_overhead_by_batch_s, key=lambda b: (abs(b - batch_size), b))
+        return self.host_overhead_by_batch_s[nearest]
+
+    def mean_service_s(self, batch_size: int) -> float:
+        """Mean latency plus mean host overhead of that size: what one batch occupies a server for."""
+        def mean_at(b: int) -> float:
+            host = self.host_overhead_for(b)
+            return float(self.latency_s[b].mean()) + (float(host.mean()) if host.size else 0.0)
+
+        return self._interpolate(batch_size, mean_at)
+
+    def first_call_extra_s(self, batch_size: int) -> float | None:
+        """First call of a measured size beyond its median latency (None where not measured)."""
+        first = self.first_call_s.get(batch_size)
+        return None if first is None else max(0.0, first - self.median_latency_s(batch_size))
+
+    def cold_start_load_s(self) -> float | None:
+        """weight_bytes / load_rate_bytes_per_s + runtime_start_s + warmup_s; None if any is unknown."""
+        rate, start, warmup = (self.load.get(k) for k in ("load_rate_bytes_per_s", "runtime_start_s",
+                                                            "warmup_s"))
+        if self.weight_bytes is None or None in (rate, start, warmup) or rate <= 0:
+            return None
+        return self.weight_bytes / rate + start + warmup
+
+    def _interpolate(self, batch_size: int, at) -> float:
+        sizes = self.batch_sizes
+        if batch_size in self.latency_s:
+            return at(batch_size)
+        if not sizes[0] < batch_size < sizes[-1]:
+            raise ProfileError(f"{self.path}: batch size {batch_size} is outside the measured sizes "
+                               f"{sizes[0]}..{sizes[-1]}")
+        hi = next(s for s in sizes if s > batch_size)
+        lo = max(s for s in sizes if s < batch_size)
+        w = (batch_size - lo) / (hi - lo)
+        return (1 - w) * at(lo) + w * at(hi)
+
+
+def load_profile(path: str | Path) -> Profile:
+    """Read and validate one profile file."""
+    path = Path(path)
+    if not path.is_file():
+        raise ProfileError(f"{path}: no such profile file (shipped profiles: {', '.join(list_builtin_profiles())})")
+    try:
+        doc = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ProfileError(f"{path}: not valid JSON ({exc})") from None
+    return profile_from_dict(doc, path)
+
+
+def profile_from_dict(doc: object, path: str | Path = "<profile>") -> Profile:
+    """Validate a parsed profile document (the checks of :func:`load_profile`)."""
+    path = Path(path)
+    if not isinstance(doc, dict):
+        raise ProfileError(f"{path}: the top level is {type(doc).__name__}; a JSON object is needed")
+    check = _Checker(path)
+    if doc.get("schema") != SCHEMA:
+        check.fail("schema", doc.get("schema"), f"must be {SCHEMA!r}")
+    kind = doc.get("kind")
+    if kind not in KINDS:
+        check.fail("kind", kind, "must be 'measured' or 'estimate'")
+    env, model = check.section(doc, "environment"), check.section(doc, "model")
+    batches = doc.get("batches")
+    if not isinstance(batches, list) or not batches:
+        check.fail("batches", batches, "a non-empty list of batch entries is needed (no usable batch sizes)")
+    latency, forward, host, first, memory = {}, {}, {}, {}, {}
+    for i, entry in enumerate(batches):
+        b = check.batch_size(entry, i)
+        if b in latency:
+            check.fail(f"batches[{i}].batch_size", b, "each batch size may appear once")
+        latency[b] = check.samples(entry.get("latency_s"), f"batches[{i}].latency_s", needed=True)
+        forward[b] = check.samples(entry.get("forward_s"), f"batches[{i}].forward_s")
+        host[b] = check.samples(entry.get("host_overhead_s"), f"batches[{i}].host_overhead_s")
+        if entry.get("first_call_s") is not None:
+            first[b] = check.seconds(entry["first_call_s"], f"batches[{i}].first_call_s")
+        peak = entry.get("peak_memory_bytes")
+        if peak is not None and (isinstance(peak, bool) or not isinstance(peak, int) or peak < 0):
+            check.fail(f"batches[{i}].peak_memory_bytes", peak, "an integer >= 0 or null")
+        memory[b] = peak
+    load = doc.get("load") or {}
+    weight_bytes = model.get("weight_bytes", load.get("weight_bytes"))
+    if weight_bytes is not None and (not isinstance(weight_bytes, int) or weight_bytes < 0):
+        check.fail("model.weight_bytes", weight_bytes, "an integer >= 0 or null")
+    return Profile(
+        path=path, kind=kind, model_name=str(check.text(model, "model.name", "name")),
+        dtype=str(check.text(model, "model.dtype", "dtype")),
+        device=str(check.text(env, "environment.device", "device")), device_name=env.get("device_name"),
+        batch_sizes=tuple(sorted(latency)), latency_s=dict(sorted(latency.items())),
+        forward_s={b: v for b, v in sorted(forward.items()) if v.size}, first_call_s=first,
+        host_overhead_s=check.samples(doc.get("host_overhead_s"), "host_overhead_s"),
+        host_overhead_by_batch_s={b: v for b, v in sorted(host.items()) if v.size},
+        peak_memory_bytes=memory, weight_bytes=weight_bytes, load=dict(load), raw=doc,
+    )
+
+
+class _Checker:
+    """Raises one-line errors naming the file, the key, the value and what is allowed."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def fail(self, key: str, value: object, allowed: str):
+        shown = repr(value) if len(repr(value)) <= 60 else repr(value)[:57] + "..."
+        raise ProfileError(f"{self.path}: {key} = {shown}: {allowed}")
+
+    def section(self, doc: dict, key: str) -> dict:
+        value = doc.get(key)
+        if not isinstance(value, dict):
+            self.fail(key, value, "an object is needed")
+        return value
+
+    def text(self, section: dict, key: str, field: str) -> str:
+        value = section.get(field)
+        if not isinstance(value, str) or not value:
+            self.fail(key, value, "a non-empty string is needed")
+        return value
+
+    def batch_size(self, entry: object, i: int) -> int:
+        if not isinstance(entry, dict):
+            self.fail(f"batches[{i}]", entry, "each batch entry is an object")
+        b = entry.get("batch_size")
+        if isinstance(b, bool) or not isinstance(b, int) or b < 1:
+            self.fail(f"batches[{i}].batch_size", b, "an integer >= 1")
+        return b
+
+    def seconds(self, x: object, key: str) -> float:
+        if isinstance(x, bool) or not isinstance(x, (int, float)) or not math.isfinite(x) or x < 0:
+            self.fail(key, x, "times must be finite numbers >= 0 (seconds)")
+        return float(x)
+
+    def samples(self, values: object, key: str, needed: bool = False) -> np.ndarray:
+        if values is None and not needed:
+            return _frozen(np.empty(0))
+        if not isinstance(values, list) or (needed and not values):
+            self.fail(key, values, "a list of at least one time in seconds is needed")
+        array = np.sort(np.array([self.seconds(x, key) for x in values], dtype=float))
+        if needed and not (array > 0).any():
+            self.fail(key, values, "at least one sample must be > 0 (no usable batch size)")
+        return _frozen(array)
+
+
+def write_profile(doc: dict, path: str | Path) -> Path:
+    """Validate ``doc`` as :func:`load_profile` would, then write it (lists of numbers on one line)."""
+    path = Path(path)
+    profile_from_dict(doc, path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(dumps(doc) + "\n")
+    return path
+
+
+def dumps(obj, indent: int = 0) -> str:
+    """JSON with objects indented and lists of scalars kept on one line."""
+    pad, inner = " " * indent, " " * (indent + 2)
+    if isinstance(obj, dict):
+        if not obj:
+            return "{}"
+        items = [f"{inner}{json.dumps(k)}: {dumps(v, indent + 2)}" for k, v in obj.items()]
+        return "{\n" + ",\n".join(items) + f"\n{pad}}}"
+    if isinstance(obj, list) and any(isinstance(v, dict | list) for v in obj):
+        return "[\n" + ",\n".join(inner + dumps(v, indent + 2) for v in obj) + f"\n{pad}]"
+    return json.dumps(obj, allow_nan=False)
+
+
+def _frozen(array: np.ndarray) -> np.ndarray:
+    array.setflags(write=False)
+    return array
+
+
+def builtin_profile_path(name: str) -> Path:
+    """The shipped profile ``sim/data/profiles/<name>.json`` (e.g. ``cpu-mlp-fp32``)."""
+    stem = name[:-5] if name.endswith(".json") else name
+    path = BUILTIN_DIR / f"{stem}.json"
+    if not path.is_file():
+        raise ProfileError(f"profile = {name!r}: not a file and not a shipped profile; shipped profiles are "
+                           f"{', '.join(list_builtin_profiles()) or '(none)'}")
+    return path
+
+
+def list_builtin_profiles() -> list[str]:
+    """Stems of the shipped profiles, sorted."""
+    return sorted(p.stem for p in BUILTIN_DIR.glob("*.json"))
+
+
+def resolve_profile_path(ref: str | Path, base_dir: str | Path | None = None) -> Path:
+    """A profile given as a file path (relative to ``base_dir``) or as a shipped profile's name."""
+    path = Path(ref)
+    if base_dir is not None and not path.is_absolute():
+        path = Path(base_dir) / path
+    if path.is_file():
+        return path
+    if str(ref).endswith(".json") and ("/" in str(ref) or base_dir is not None):
+        raise ProfileError(f"{path}: no such profile file")
+    return builtin_profile_path(str(ref))
+
+
+def as_profile(ref) -> Profile:
+    """A :class:`Profile` from a Profile, a path or a shipped profile's name."""
+    return ref if isinstance(ref, Profile) else load_profile(resolve_profile_path(ref))

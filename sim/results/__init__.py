@@ -1,0 +1,1 @@
+"""What a run produces: the flat record layout, metrics, time series, terminal tables, plots and output files."""

@@ -1,0 +1,95 @@
+"""The flat record layout of a run, one definition for every producer of records.
+
+The simulator (``sim.serving.engine`` through :func:`to_frames`) and the real benchmark server
+(``calibration/bench_serve.py``) both build their tables here, so a simulated run and a recorded
+one can be read by the same functions. Columns are documented in docs/results.md.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+OUTCOMES = ("served", "rejected", "timed_out")
+SERVED, REJECTED, TIMED_OUT = range(len(OUTCOMES))
+
+
+@dataclass
+class RawRecords:
+    """What one simulation run produced, as flat arrays (turned into tables by :func:`to_frames`)."""
+
+    arrival_s: np.ndarray
+    batch_of: np.ndarray  # batch id per request, -1 if never started
+    outcome: np.ndarray
+    drop_s: np.ndarray  # end time of rejected / timed-out requests (NaN when served)
+    drop_replica: np.ndarray  # replica a rejected / timed-out request was routed to (-1 otherwise)
+    batch_replica: np.ndarray
+    batch_start_s: np.ndarray
+    batch_end_s: np.ndarray
+    batch_size: np.ndarray
+    batch_first_call: np.ndarray
+    timeseries: dict[str, np.ndarray]
+    replicas: list
+    horizon_s: float
+    end_s: float
+    extra: dict = field(default_factory=dict)
+
+
+def request_frame(arrival_s: np.ndarray, start_s: np.ndarray, end_s: np.ndarray, replica: np.ndarray,
+                  batch_size: np.ndarray, outcome: np.ndarray) -> pd.DataFrame:
+    """The ``requests`` table: one row per request, ``id`` its index in arrival order."""
+    return pd.DataFrame({
+        "id": np.arange(len(arrival_s), dtype=np.int64),
+        "arrival_s": arrival_s,
+        "start_s": start_s,
+        "end_s": end_s,
+        "latency_s": end_s - arrival_s,
+        "queue_s": start_s - arrival_s,
+        "replica": np.asarray(replica).astype(np.int32),
+        "batch_size": np.asarray(batch_size).astype(np.int32),
+        "outcome": pd.Categorical.from_codes(np.asarray(outcome).astype(np.int8), categories=list(OUTCOMES)),
+    })
+
+
+def batch_frame(replica, start_s, end_s, size, first_call, **extra) -> pd.DataFrame:
+    """The ``batches`` table: one row per batch in start order (``extra`` columns appended)."""
+    frame = pd.DataFrame({
+        "batch": np.arange(len(start_s), dtype=np.int64),
+        "replica": np.asarray(replica, dtype=np.int32),
+        "start_s": np.asarray(start_s, dtype=float),
+        "end_s": np.asarray(end_s, dtype=float),
+        "size": np.asarray(size, dtype=np.int32),
+        "first_call": np.asarray(first_call, dtype=bool),
+    })
+    for name, values in extra.items():
+        frame[name] = values
+    return frame
+
+
+def to_frames(raw: RawRecords):
+    """(requests, batches, timeseries, replicas) tables from the engine's arrays."""
+    b = raw.batch_of
+    started = b >= 0
+    safe = np.where(started, b, 0)
+    nan = np.nan
+    start = np.where(started, raw.batch_start_s[safe] if raw.batch_start_s.size else nan, nan)
+    end = np.where(started, raw.batch_end_s[safe] if raw.batch_end_s.size else nan, raw.drop_s)
+    replica = np.where(started, raw.batch_replica[safe] if raw.batch_replica.size else -1, raw.drop_replica)
+    size = np.where(started, raw.batch_size[safe] if raw.batch_size.size else 0, 0)
+    requests = request_frame(raw.arrival_s, start, end, replica, size, raw.outcome)
+    batches = batch_frame(raw.batch_replica, raw.batch_start_s, raw.batch_end_s, raw.batch_size,
+                          raw.batch_first_call)
+    timeseries = pd.DataFrame(raw.timeseries)
+    replicas = pd.DataFrame({
+        "replica": [r.index for r in raw.replicas],
+        "instances": [r.instances for r in raw.replicas],
+        "created_s": [r.created_s for r in raw.replicas],
+        "ready_s": [r.ready_s for r in raw.replicas],
+        "gone_s": [r.gone_s if r.gone_s is not None else math.inf for r in raw.replicas],
+        "up_s": [r.up_s for r in raw.replicas],
+        "container_s": [r.container_s for r in raw.replicas],
+    })
+    return requests, batches, timeseries, replicas

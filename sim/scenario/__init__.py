@@ -1,0 +1,1 @@
+"""What a user describes: the frozen, validated scenario (sections, YAML loading, dotted-key updates, Kubernetes manifests)."""

@@ -1,0 +1,1 @@
+"""Request-level serving: the discrete-event engine, Triton-style batching, routers and service-time models."""

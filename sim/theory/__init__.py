@@ -1,0 +1,1 @@
+"""Closed forms the simulator is checked against and the planner starts from."""

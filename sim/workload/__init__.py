@@ -1,0 +1,1 @@
+"""Traffic: arrival processes and trace files, turned into arrival times."""
