@@ -18,10 +18,10 @@ import streamlit as st
 from dashboard.whatif import scenario_from_yaml_text
 from sim.errors import CapsimError, ProfileError, TraceError
 from sim.scenario.load import dump_scenario
+from sim.scenario.examples import DEFAULT_EXAMPLE, list_examples
 from sim.scenario.model import Scenario
 
-REPO = Path(__file__).resolve().parent.parent
-DEFAULT_SCENARIO = REPO / "examples" / "fraud_mlp.yaml"
+DEFAULT_SCENARIO = list_examples()[DEFAULT_EXAMPLE]
 UPLOAD_DIR = Path(tempfile.gettempdir()) / "capsim-dashboard"
 _KEY = "capsim_baseline"
 
@@ -39,7 +39,7 @@ class Baseline:
 
 def default_baseline() -> Baseline:
     return Baseline(DEFAULT_SCENARIO.read_text(), str(DEFAULT_SCENARIO.parent),
-                    f"{DEFAULT_SCENARIO.relative_to(REPO)} (built-in default)")
+                    f"the {DEFAULT_EXAMPLE} example (built-in default)")
 
 
 def baseline() -> Baseline:
