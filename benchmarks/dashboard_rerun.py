@@ -16,6 +16,8 @@ import sys
 import time
 from pathlib import Path
 
+from sim.scenario.keys import updated
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 logging.getLogger("streamlit").setLevel(logging.ERROR)
@@ -44,7 +46,7 @@ def main() -> int:
 
     base = load_scenario(ROOT / "examples" / "fraud_mlp.yaml")
     duration = args.requests / base.workload.arrivals.rate_rps
-    scenario = base.with_updates({"run.duration_s": duration, "run.warmup_s": 0.1 * duration})
+    scenario = updated(base, {"run.duration_s": duration, "run.warmup_s": 0.1 * duration})
     text, base_dir, seed = dump_scenario(scenario), scenario.base_dir, scenario.run.seed
 
     rows: list[tuple[str, list[float]]] = []

@@ -16,6 +16,8 @@ import streamlit as st
 
 from dashboard import whatif
 from sim.results.output import json_safe
+from sim.scenario.keys import updated
+from sim.scenario.load import scenario_from_yaml_text
 
 
 @dataclass
@@ -42,7 +44,7 @@ def simulate(yaml_text: str, base_dir: str, seed: int) -> RunView:
     """One replication of the scenario, condensed for plotting."""
     from sim.runner import run
 
-    scenario = whatif.scenario_from_yaml_text(yaml_text, base_dir)
+    scenario = scenario_from_yaml_text(yaml_text, base_dir)
     whatif.check_size(scenario)
     result = run(scenario, seed=seed, replications=1)
     req = result.requests.drop(columns=["replication"], errors="ignore")
@@ -59,7 +61,7 @@ def simulate(yaml_text: str, base_dir: str, seed: int) -> RunView:
 def batching_grid(yaml_text: str, base_dir: str, seed: int, max_batch_sizes: tuple[int, ...],
                   queue_delays_s: tuple[float, ...], max_requests: int) -> pd.DataFrame:
     """Latency, throughput and cost over max batch size × queue delay (shortened runs)."""
-    scenario = whatif.shortened(whatif.scenario_from_yaml_text(yaml_text, base_dir), max_requests)
+    scenario = whatif.shortened(scenario_from_yaml_text(yaml_text, base_dir), max_requests)
     frame = whatif.sweep(scenario, whatif.batching_grid_updates(max_batch_sizes, queue_delays_s), seed)
     return frame.rename(columns={"batching.max_batch_size": "max_batch_size",
                                  "batching.max_queue_delay_s": "max_queue_delay_s"})
@@ -69,7 +71,7 @@ def batching_grid(yaml_text: str, base_dir: str, seed: int, max_batch_sizes: tup
 def theory_vs_sim(yaml_text: str, base_dir: str, seed: int, loads: tuple[float, ...],
                   max_requests: int) -> tuple[pd.DataFrame, dict]:
     """Mean latency vs offered load: queueing formulas beside the simulator, Poisson traffic."""
-    scenario = whatif.scenario_from_yaml_text(yaml_text, base_dir)
+    scenario = scenario_from_yaml_text(yaml_text, base_dir)
     return whatif.theory_vs_sim(scenario, loads, seed, max_requests)
 
 
@@ -100,13 +102,14 @@ def plan_table(yaml_text: str, base_dir: str, seed: int, slo_s: float, search: s
     notes, varied keys)."""
     from dashboard.state import UPLOAD_DIR
     from sim.planner import search as planner
+    from sim.planner.candidates import gpu_candidates
 
-    scenario = whatif.scenario_from_yaml_text(yaml_text, base_dir).with_updates(
+    scenario = updated(scenario_from_yaml_text(yaml_text, base_dir),
         {"slo.latency_s": slo_s, "run.replications": 1})
     scenario = whatif.shortened(scenario, max_requests)
-    candidates = planner.gpu_candidates(scenario, None, estimates, UPLOAD_DIR / "planner-profiles")
+    candidates = gpu_candidates(scenario, None, estimates, UPLOAD_DIR / "planner-profiles")
     space = planner.Space(candidates, list(batch_sizes), list(queue_delays_s))
-    runner = planner.Runner(scenario, 1, seed, progress=False)
+    runner = planner.Evaluator(scenario, 1, seed, progress=False)
     result = planner.plan(scenario, space, runner, search)
     table = result.table.copy()
     front = planner.pareto_front(table, "slo_upper_s")

@@ -17,6 +17,7 @@ from dashboard import state, whatif
 from sim.errors import CapsimError
 from sim.hardware.gpus import gpu_catalog
 from sim.profiles.profile import list_builtin_profiles
+from sim.scenario.keys import updated
 from sim.scenario.model import ROUTERS, Scenario, mean_rate_rps
 
 UPLOAD = "__upload__"
@@ -244,7 +245,7 @@ def _run(base: Scenario, sid: str, inputs: Inputs) -> None:
             inputs.updates["run.warmup_s"] = 0.1 * duration
     inputs.seed = int(st.number_input("Seed", 0, 2**31 - 1, r.seed, key=f"{sid}:seed"))
     try:
-        sized = base.with_updates({k: v for k, v in inputs.updates.items() if k.startswith(("run.", "workload."))})
+        sized = updated(base, {k: v for k, v in inputs.updates.items() if k.startswith(("run.", "workload."))})
         expected = whatif.expected_requests(sized)
     except CapsimError:
         expected = math.nan

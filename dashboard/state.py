@@ -15,10 +15,9 @@ from pathlib import Path
 
 import streamlit as st
 
-from dashboard.whatif import scenario_from_yaml_text
 from sim.errors import CapsimError, ProfileError, TraceError
 from sim.scenario.examples import DEFAULT_EXAMPLE, list_examples
-from sim.scenario.load import dump_scenario
+from sim.scenario.load import dump_scenario, scenario_from_yaml_text
 from sim.scenario.model import Scenario
 
 DEFAULT_SCENARIO = list_examples()[DEFAULT_EXAMPLE]

@@ -17,9 +17,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from sim.errors import ScenarioError
-from sim.scenario.load import dump_scenario, scenario_from_dict, scenario_from_yaml_text  # noqa: F401 (re-exported)
+from sim.errors import CapsimError, ScenarioError
+from sim.experiments.sweep import evaluate_or_error, run_scenarios
+from sim.scenario.keys import updated
+from sim.scenario.load import dump_scenario
 from sim.scenario.model import Scenario, mean_rate_rps
+from sim.theory import queueing
 
 PATTERNS = ("poisson", "mmpp", "diurnal", "spike", "trace")
 PATTERN_LABELS = {"poisson": "Poisson (steady)", "mmpp": "bursty (MMPP on/off)", "diurnal": "diurnal cycle",
@@ -28,9 +31,6 @@ MAX_DASHBOARD_REQUESTS = 1_000_000
 
 
 # ---------------------------------------------------------------- scenarios as text
-# scenario_from_yaml_text lives in sim.scenario.load (one YAML reader, with its duplicate-key check).
-
-
 def scenario_key(scenario: Scenario) -> str:
     """A short stable id of a scenario's content (for widget keys and cache keys)."""
     return hashlib.sha1((dump_scenario(scenario) + scenario.base_dir).encode()).hexdigest()[:12]
@@ -62,7 +62,7 @@ def shortened(scenario: Scenario, max_requests: int) -> Scenario:
     if not math.isfinite(n) or n <= max_requests or run.duration_s is None:
         return scenario
     factor = max_requests / n
-    return scenario.with_updates({"run.duration_s": run.duration_s * factor,
+    return updated(scenario, {"run.duration_s": run.duration_s * factor,
                                   "run.warmup_s": run.warmup_s * factor})
 
 
@@ -165,80 +165,28 @@ def cost_per_million_usd(usd_per_hour: float, throughput_rps: float) -> float:
 
 
 # ---------------------------------------------------------------- queueing theory
-def mm1_sojourn_s(arrival_rps: float, service_rps: float) -> float:
-    """Mean time in an M/M/1 system, L = 1/(mu - lambda) (inf when lambda >= mu)."""
-    return 1.0 / (service_rps - arrival_rps) if arrival_rps < service_rps else math.inf
+def _inf_when_unstable(formula: Callable[..., float]) -> Callable[..., float]:
+    """``sim.theory.queueing`` raises ValueError for an unstable queue; a chart reads that as infinite."""
+    def call(*args: float) -> float:
+        try:
+            return float(formula(*args))
+        except ValueError:
+            return math.inf
+    return call
 
 
-def erlang_c(servers: int, offered_erlangs: float) -> float:
-    """Probability an arrival waits in M/M/c (Erlang C), computed stably via Erlang B's recursion."""
-    if offered_erlangs >= servers:
-        return 1.0
-    b = 1.0
-    for k in range(1, servers + 1):
-        b = offered_erlangs * b / (k + offered_erlangs * b)
-    rho = offered_erlangs / servers
-    return b / (1.0 - rho + rho * b)
-
-
-def mmc_sojourn_s(arrival_rps: float, service_rps: float, servers: int) -> float:
-    """Mean time in M/M/c: Erlang C / (c mu - lambda) + 1/mu (inf when unstable)."""
-    if arrival_rps >= servers * service_rps:
-        return math.inf
-    c = erlang_c(servers, arrival_rps / service_rps)
-    return c / (servers * service_rps - arrival_rps) + 1.0 / service_rps
-
-
-def md1_sojourn_s(arrival_rps: float, service_s: float) -> float:
-    """Mean time in M/D/1 (Pollaczek-Khinchine): rho*S / (2(1 - rho)) + S (inf when unstable)."""
-    rho = arrival_rps * service_s
-    return rho * service_s / (2.0 * (1.0 - rho)) + service_s if rho < 1 else math.inf
-
-
-def theory_functions() -> tuple[dict[str, Callable[..., float]], str]:
-    """Mean-sojourn formulas keyed mm1(lam, mu), mmc(lam, mu, c), md1(lam, S), and their source.
-
-    ``sim.theory.queueing`` (when present) is preferred; it raises ValueError for unstable inputs, which is
-    read as an infinite sojourn here. Without it, or if its names differ, the formulas above serve.
-    """
-    ours = {"mm1": mm1_sojourn_s, "mmc": mmc_sojourn_s, "md1": md1_sojourn_s}
-    try:
-        from sim import theory  # written alongside this module; optional
-    except ImportError:
-        return ours, "built-in formulas"
-    mm1, mmc = getattr(theory, "mm1_mean_sojourn_s", None), getattr(theory, "mmc_mean_sojourn_s", None)
-    md1_wait = getattr(theory, "md1_mean_wait_s", None)
-    if mm1 is None or mmc is None or md1_wait is None:
-        return ours, "built-in formulas"
-
-    def unstable_is_inf(fn: Callable[..., float]) -> Callable[..., float]:
-        def call(*args: float) -> float:
-            try:
-                return float(fn(*args))
-            except ValueError:
-                return math.inf
-        return call
-
-    funcs = {"mm1": unstable_is_inf(mm1), "mmc": unstable_is_inf(mmc),
-             "md1": unstable_is_inf(lambda lam, s: md1_wait(lam, s) + s)}
-    try:  # trust them only if they agree with the textbook on a known point
-        if not (math.isclose(funcs["mm1"](1.0, 2.0), 1.0) and math.isclose(funcs["mmc"](1.0, 2.0, 1), 1.0)
-                and math.isclose(funcs["md1"](1.0, 0.5), 0.75)):
-            return ours, "built-in formulas"
-    except Exception:  # noqa: BLE001 - another signature: fall back to ours
-        return ours, "built-in formulas"
-    return funcs, "sim.theory.queueing"
+MEAN_SOJOURN_S = {"mm1": _inf_when_unstable(queueing.mm1_mean_sojourn_s),
+                  "mmc": _inf_when_unstable(queueing.mmc_mean_sojourn_s),
+                  "md1": _inf_when_unstable(lambda lam, s: queueing.md1_mean_wait_s(lam, s) + s)}
 
 
 def theory_curve(service_rps: float, servers: int, rates_rps: Iterable[float]) -> pd.DataFrame:
     """Mean latency vs offered load: M/M/1 and M/D/1 per replica (load split evenly), M/M/c."""
-    f, source = theory_functions()
+    f = MEAN_SOJOURN_S
     rows = [{"offered_rps": lam, "mm1_split_s": f["mm1"](lam / servers, service_rps),
              "md1_split_s": f["md1"](lam / servers, 1.0 / service_rps),
              "mmc_s": f["mmc"](lam, service_rps, servers)} for lam in rates_rps]
-    frame = pd.DataFrame(rows).replace([math.inf], math.nan)
-    frame.attrs["source"] = source
-    return frame
+    return pd.DataFrame(rows).replace([math.inf], math.nan)
 
 
 def service_rate_rps(scenario: Scenario) -> float:
@@ -259,49 +207,51 @@ def theory_vs_sim(scenario: Scenario, loads: Iterable[float], seed: int, max_req
     rates = [float(x) * servers * mu for x in loads]
     frame = theory_curve(mu, servers, rates)
     frame.insert(1, "load", list(loads))
-    common: dict[str, Any] = {"batching.max_queue_size": 0, "batching.timeout_s": None}
-    if "autoscaler" in Scenario.model_fields:
-        common["autoscaler"] = {"type": "static"}
-    sims: dict[str, list[float]] = {"sim_batch1_s": [], "sim_batched_s": []}
+    common: dict[str, Any] = {"batching.max_queue_size": 0, "batching.timeout_s": None,
+                              "autoscaler": {"type": "static"}}
+    unbatched = {"batching.max_batch_size": 1, "batching.preferred_batch_sizes": [],
+                 "batching.max_queue_delay_s": 0.0}
+    points = []
     for lam in rates:
         duration = max_requests / lam
         point = {**common, "workload.arrivals": {"process": "poisson", "rate_rps": lam},
                  "run.duration_s": duration, "run.warmup_s": 0.1 * duration, "run.requests": None}
-        unbatched = {"batching.max_batch_size": 1, "batching.preferred_batch_sizes": [],
-                     "batching.max_queue_delay_s": 0.0}
-        for col, extra in (("sim_batch1_s", unbatched), ("sim_batched_s", {})):
-            row = sweep(scenario, [{**point, **extra}], seed).iloc[0]
-            ok = not row.get("error") and not row.get("unstable", True)
-            sims[col].append(float(row["latency_mean_s"]) if ok else math.nan)
-    for col, values in sims.items():
-        frame[col] = values
-    info = {"service_rps": mu, "servers": servers, "source": frame.attrs.get("source", ""),
+        points += [{**point, **unbatched}, point]
+    rows = sweep(scenario, points, seed)
+    ok = (rows["error"] == "") & ~rows["unstable"].fillna(True).astype(bool)
+    mean = rows["latency_mean_s"].where(ok).to_numpy(dtype=float)
+    frame["sim_batch1_s"], frame["sim_batched_s"] = mean[0::2], mean[1::2]
+    info = {"service_rps": mu, "servers": servers, "source": "sim.theory.queueing",
             "max_batch_size": scenario.batching.max_batch_size}
     return frame, info
 
 
 # ---------------------------------------------------------------- sweeps
 def sweep(scenario: Scenario, updates: list[dict[str, Any]], seed: int) -> pd.DataFrame:
-    """Run the scenario once per updates dict (same seed, so the same traffic); one row per run."""
-    from sim.runner import run
-
-    rows = []
-    for upd in updates:
-        row: dict[str, Any] = dict(upd)
+    """One replication of the scenario per updates dict (same seed, so the same traffic), through the
+    simulator's loop over many scenarios; one row per updates dict, with ``error`` ("" when it ran)."""
+    labelled, rows = [], []
+    for i, upd in enumerate(updates):
         try:
-            s = run(scenario.with_updates(upd), seed=seed, replications=1).summary
-        except ScenarioError as exc:
-            row["error"] = str(exc)
-            rows.append(row)
-            continue
-        row.update({k: s[k] for k in ("latency_p50_s", "latency_p99_s", "latency_mean_s", "throughput_rps",
-                                      "goodput_share", "cost_per_million_requests_usd", "cost_per_hour_usd",
-                                      "utilization", "mean_batch_size", "unstable",
-                                      "latency_p99_observed_s", "capacity_rps")})
-        row["cost_per_million_at_capacity_usd"] = cost_per_million_usd(s["cost_per_hour_usd"], s["capacity_rps"])
-        row["error"] = ""
+            labelled.append(({"_row": i}, updated(scenario, upd, "--param")))
+        except CapsimError as exc:
+            rows.append({"_row": i, "error": str(exc)})
+    result = run_scenarios(labelled, ["_row"], replications=1, seed=seed, progress=False,
+                           evaluate_fn=evaluate_or_error)
+    for r in result.records:
+        row = {"_row": r["_row"], "error": r.get("error", "")}
+        if not row["error"]:
+            row.update({k: r[k] for k in SWEEP_METRICS})
+            row["cost_per_million_at_capacity_usd"] = cost_per_million_usd(r["cost_per_hour_usd"], r["capacity_rps"])
         rows.append(row)
-    return pd.DataFrame(rows)
+    frame = pd.DataFrame(sorted(rows, key=lambda row: row["_row"]))
+    params = pd.DataFrame(updates, index=frame.index)
+    return pd.concat([params, frame.drop(columns="_row")], axis=1)
+
+
+SWEEP_METRICS = ("latency_p50_s", "latency_p99_s", "latency_mean_s", "throughput_rps", "goodput_share",
+                 "cost_per_million_requests_usd", "cost_per_hour_usd", "utilization", "mean_batch_size", "unstable",
+                 "latency_p99_observed_s", "capacity_rps")
 
 
 def batching_grid_updates(max_batch_sizes: Iterable[int], queue_delays_s: Iterable[float]) -> list[dict]:

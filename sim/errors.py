@@ -19,6 +19,15 @@ class TraceError(CapsimError):
     """An arrival trace that is missing, empty, unsorted or holds non-finite times."""
 
 
+SHOWN_CHARS = 60
+
+
+def shown(value: object) -> str:
+    """A value's repr cut to a readable length: an error never echoes an unbounded value."""
+    text = repr(value)
+    return text if len(text) <= SHOWN_CHARS else text[: SHOWN_CHARS - 3] + "..."
+
+
 def bad_value(key: str, value: object, allowed: str) -> str:
     """One message in the house format: ``key = value: allowed``."""
-    return f"{key} = {value!r}: {allowed}"
+    return f"{key} = {shown(value)}: {allowed}"

@@ -18,14 +18,18 @@ from sim.results.metrics import replicate_summary, summarize
 from sim.results.records import to_frames
 from sim.results.timeline import enrich_timeseries
 from sim.scaling.scaler import attach_autoscaler
+from sim.scenario.keys import with_run_flags
 from sim.scenario.model import Scenario, mean_rate_rps
 from sim.serving.capacity import fleet_capacity_rps
 from sim.serving.engine import Engine
 from sim.serving.routers import build_router
 from sim.serving.service import build_service
-from sim.workload.arrivals import arrival_times
+from sim.workload.arrivals import arrival_times, expected_count
 
 STREAMS = ("arrivals", "service", "routing", "lifecycle")
+BYTES_PER_REQUEST = 250  # records and engine state per request, measured (docs/results.md)
+MAX_SAMPLES = 2_000_000  # time-series samples of one replication
+DEFAULT_DRAIN_S = 60.0  # run.drain_s default: the horizon, and at least this
 
 
 @dataclass
@@ -49,9 +53,10 @@ def streams(seed: int, replication: int) -> dict[str, np.random.Generator]:
 
 def run(scenario: Scenario, seed: int | None = None, replications: int | None = None,
         progress: bool = False) -> Result:
-    """Simulate ``scenario``; ``seed`` and ``replications`` override its ``run`` section."""
-    seed = scenario.run.seed if seed is None else seed
-    reps = scenario.run.replications if replications is None else replications
+    """Simulate ``scenario``; ``seed`` and ``replications`` override its ``run`` section (checked as it is)."""
+    scenario = with_run_flags(scenario, seed, replications)
+    check_size(scenario)
+    seed, reps = scenario.run.seed, scenario.run.replications
     frames: list[tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, pd.DataFrame]] = []
     summaries: list[dict] = []
     iterator = range(reps)
@@ -72,6 +77,16 @@ def run(scenario: Scenario, seed: int | None = None, replications: int | None = 
     return Result(scenario, requests, batches, timeseries, replicas, summary, summaries)
 
 
+def check_size(scenario: Scenario) -> None:
+    """Refuse, before anything is drawn, a run expected to draw more than ``run.max_requests`` arrivals."""
+    n, limit = expected_count(scenario), scenario.run.max_requests
+    if n > limit:
+        raise ScenarioError(
+            f"run: about {n:,.0f} requests expected from the workload over run.duration_s, about "
+            f"{n * BYTES_PER_REQUEST / 1e9:,.1f} GB of records; run.max_requests = {limit:,}: lower the rate or "
+            "run.duration_s, or raise run.max_requests to simulate it")
+
+
 def run_once(scenario: Scenario, seed: int, replication: int = 0):
     """One replication: (requests, batches, timeseries, replicas frames, summary dict)."""
     rng = streams(seed, replication)
@@ -87,8 +102,14 @@ def run_once(scenario: Scenario, seed: int, replication: int = 0):
     if scenario.run.warmup_s >= horizon:
         raise ScenarioError(f"run.warmup_s = {scenario.run.warmup_s}: must be below the horizon "
                             f"({horizon:.6g} s, the last of {arrivals.size} arrivals)")
+    drain = max(horizon, DEFAULT_DRAIN_S) if scenario.run.drain_s is None else scenario.run.drain_s
     interval = scenario.run.sample_interval_s or max(horizon / 600.0, 0.01)
-    engine = Engine(scenario, arrivals, service, router, sample_interval_s=interval, horizon_s=horizon)
+    if (horizon + drain) / interval > MAX_SAMPLES:
+        raise ScenarioError(f"run.sample_interval_s = {interval:g}: {(horizon + drain) / interval:,.0f} time-series "
+                            f"samples over the horizon and drain ({horizon + drain:g} s); at most {MAX_SAMPLES:,}: "
+                            "raise it")
+    engine = Engine(scenario, arrivals, service, router, sample_interval_s=interval, horizon_s=horizon,
+                    stop_s=horizon + drain)
     attach_autoscaler(engine, scenario, rng["lifecycle"], getattr(service, "profile", None))
     raw = engine.run()
     requests, batches, timeseries, replicas = to_frames(raw)

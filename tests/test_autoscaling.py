@@ -12,6 +12,7 @@ import pytest
 import sim
 from sim.cli import main as cli
 from sim.errors import ScenarioError
+from sim.scenario.keys import updated
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 
@@ -93,10 +94,10 @@ def test_spike_comparison_table():
     pairs = variants([path], ["headroom:autoscaler.min_replicas=8",
                               "up-stabilization:autoscaler.behavior.scale_up.stabilization_window_s=60",
                               "both:autoscaler.min_replicas=8,autoscaler.behavior.scale_up.stabilization_window_s=60"])
-    pairs = [(label, sc.with_updates({"run.duration_s": 420})) for label, sc in pairs]
+    pairs = [(label, updated(sc, {"run.duration_s": 420})) for label, sc in pairs]
     results = dict(compare(pairs, seed=5))
-    p99 = {k: r.summary["latency_p99_observed_s"] for k, r in results.items()}
-    cost = {k: r.summary["cost_per_hour_usd"] for k, r in results.items()}
+    p99 = {k: s["latency_p99_observed_s"] for k, s in results.items()}
+    cost = {k: s["cost_per_hour_usd"] for k, s in results.items()}
     assert p99["headroom"] < p99["spike-40s-cold-start"]
     assert p99["up-stabilization"] >= p99["spike-40s-cold-start"]
     assert cost["headroom"] > cost["spike-40s-cold-start"]
@@ -189,7 +190,7 @@ def test_unknown_autoscaler_type_did_you_mean(tmp_path, capsys):
 
 
 def test_plot_writes_png(tmp_path):
-    sc = step_scenario().with_updates({"run.duration_s": 120})
+    sc = updated(step_scenario(), {"run.duration_s": 120})
     from sim.results.output import write_run
 
     write_run(sim.run(sc), tmp_path)

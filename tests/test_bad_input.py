@@ -89,8 +89,8 @@ def test_the_good_scenario_runs(capsys, good_scenario):
 
 
 @pytest.mark.parametrize(("setting", "parts"), [
-    ("fleet.replicaz=3", ["fleet.replicaz=3", "unknown key 'replicaz' in fleet", "did you mean 'replicas'?"]),
-    ("fleets.replicas=3", ["fleets.replicas = 3", "no section 'fleets'"]),
+    ("fleet.replicaz=3", ["fleet.replicaz = 3", "unknown key 'replicaz' in fleet", "did you mean 'replicas'?"]),
+    ("fleets.replicas=3", ["fleets.replicas = 3", "unknown key 'fleets' in the scenario", "did you mean 'fleet'?"]),
     ("fleet.replicas=0", ["fleet.replicas = 0", "greater than or equal to 1"]),
     ("fleet.replicas", ["--set 'fleet.replicas'", "KEY=VALUE"]),
 ])

@@ -10,7 +10,8 @@ import pytest
 
 from dashboard import whatif
 from sim.errors import ScenarioError
-from sim.scenario.load import load_scenario
+from sim.scenario.keys import updated
+from sim.scenario.load import load_scenario, scenario_from_yaml_text
 from sim.scenario.model import mean_rate_rps
 
 EXAMPLE = "examples/fraud_mlp.yaml"
@@ -25,14 +26,14 @@ def scenario():
 
 def test_mmpp_pattern_keeps_the_mean_rate(scenario):
     arr = whatif.arrivals_for("mmpp", 600.0, 30.0, burst_ratio=5.0, mean_on_s=2.0, mean_off_s=8.0)
-    s = scenario.with_updates({"workload.arrivals": arr})
+    s = updated(scenario, {"workload.arrivals": arr})
     assert mean_rate_rps(s.workload.arrivals) == pytest.approx(600.0)
     assert arr["rate_on_rps"] == pytest.approx(5 * arr["rate_off_rps"])
 
 
 @pytest.mark.parametrize("pattern", ["poisson", "diurnal", "spike"])
 def test_patterns_validate(scenario, pattern):
-    s = scenario.with_updates({"workload.arrivals": whatif.arrivals_for(pattern, 100.0, 30.0)})
+    s = updated(scenario, {"workload.arrivals": whatif.arrivals_for(pattern, 100.0, 30.0)})
     assert s.workload.arrivals.process == pattern
 
 
@@ -52,9 +53,9 @@ def test_parse_sizes():
 
 def test_yaml_text_errors_are_one_line():
     with pytest.raises(ScenarioError, match="not valid YAML at line 1"):
-        whatif.scenario_from_yaml_text("a: [", source="up.yaml")
+        scenario_from_yaml_text("a: [", source="up.yaml")
     with pytest.raises(ScenarioError, match="mapping of sections"):
-        whatif.scenario_from_yaml_text("- 1\n")
+        scenario_from_yaml_text("- 1\n")
 
 
 def test_latency_cdf_is_monotone_and_reaches_the_max():
@@ -89,16 +90,12 @@ def test_cost_per_million():
     assert math.isnan(whatif.cost_per_million_usd(1.0, 0.0))
 
 
-def test_queueing_formulas_against_textbook_values():
-    assert whatif.mm1_sojourn_s(1.0, 2.0) == pytest.approx(1.0)  # L = 1/(mu - lambda)
-    assert whatif.mm1_sojourn_s(2.0, 2.0) == math.inf
-    assert whatif.erlang_c(1, 0.5) == pytest.approx(0.5)  # M/M/1: P(wait) = rho
-    assert whatif.erlang_c(2, 1.0) == pytest.approx(1 / 3)  # c=2, a=1
-    assert whatif.mmc_sojourn_s(1.0, 2.0, 1) == pytest.approx(whatif.mm1_sojourn_s(1.0, 2.0))
-    assert whatif.md1_sojourn_s(1.0, 0.5) == pytest.approx(0.75)
-    funcs, _source = whatif.theory_functions()  # sim.theory.queueing when present must agree with ours
-    assert funcs["mmc"](3.0, 2.0, 2) == pytest.approx(whatif.mmc_sojourn_s(3.0, 2.0, 2))
-    assert funcs["mm1"](3.0, 2.0) == math.inf
+def test_chart_formulas_are_sim_theory_with_unstable_as_infinite():
+    f = whatif.MEAN_SOJOURN_S
+    assert f["mm1"](1.0, 2.0) == pytest.approx(1.0)  # L = 1/(mu - lambda)
+    assert f["mm1"](2.0, 2.0) == math.inf and f["mmc"](5.0, 2.0, 2) == math.inf
+    assert f["mmc"](1.0, 2.0, 1) == pytest.approx(f["mm1"](1.0, 2.0))
+    assert f["md1"](1.0, 0.5) == pytest.approx(0.75)
 
 
 def test_theory_curve_pools_better_than_split():
@@ -114,7 +111,7 @@ def test_shortened_caps_requests(scenario):
 
 def test_check_size_refuses_huge_runs(scenario):
     with pytest.raises(ScenarioError, match="dashboard allows"):
-        whatif.check_size(scenario.with_updates({"run.duration_s": 10_000}))
+        whatif.check_size(updated(scenario, {"run.duration_s": 10_000}))
 
 
 def test_profile_table_units_and_gain():

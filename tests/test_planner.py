@@ -10,7 +10,8 @@ from scipy.optimize import brentq
 
 from sim.cli import main as cli_main
 from sim.experiments.executors import LocalExecutor, SerialExecutor
-from sim.planner.search import Runner, Space, gpu_candidates, pareto_front, plan
+from sim.planner.candidates import gpu_candidates
+from sim.planner.search import Evaluator, Space, pareto_front, plan
 from sim.scenario.load import scenario_from_dict
 
 LAM, MU = 400.0, 100.0  # arrivals/s, services/s of one server (mean service 10 ms, exponential)
@@ -71,7 +72,7 @@ def test_bisect_matches_mm1_per_replica_under_random_routing(tmp_path):
     scenario = scenario_from_dict(mm_scenario())
     analytic = next(n for n in range(1, 50) if n * MU > LAM and math.log(100) / (MU - LAM / n) <= 0.18)
     assert analytic == 6
-    runner = Runner(scenario, 3, 3, LocalExecutor(2), tmp_path / "ck", progress=False)
+    runner = Evaluator(scenario, 3, 3, LocalExecutor(2), tmp_path / "ck", progress=False)
     result = plan(scenario, space_for(scenario), runner, "bisect")
     best = result.best
     assert int(best["fleet.replicas"]) == analytic
@@ -93,7 +94,7 @@ def test_grid_matches_erlang_c_with_instances_as_servers(tmp_path):
     scenario = scenario_from_dict(mm_scenario(slo__latency_s=0.055))
     analytic = mmc_min_servers_sojourn(LAM, MU, 0.055)
     assert analytic == 6
-    runner = Runner(scenario, 3, 3, LocalExecutor(2), tmp_path / "ck", progress=False)
+    runner = Evaluator(scenario, 3, 3, LocalExecutor(2), tmp_path / "ck", progress=False)
     space = space_for(scenario, replicas=[1], extra={"fleet.instances_per_replica": [4, 5, 6, 7, 8]})
     result = plan(scenario, space, runner, "grid")
     assert int(result.best["fleet.instances_per_replica"]) == analytic
@@ -104,7 +105,7 @@ def test_grid_matches_erlang_c_with_instances_as_servers(tmp_path):
 
 def test_unstable_never_recommended_and_empty_when_slo_impossible(tmp_path):
     scenario = scenario_from_dict(mm_scenario(slo__latency_s=0.001, run__duration_s=20))
-    runner = Runner(scenario, 2, 3, SerialExecutor(), None, progress=False)
+    runner = Evaluator(scenario, 2, 3, SerialExecutor(), None, progress=False)
     result = plan(scenario, space_for(scenario, replicas=[3, 4, 5, 8]), runner, "grid")
     assert result.best is None  # 1 ms is below most single services (mean 10 ms)
     assert bool(result.table.set_index("fleet.replicas").loc[4, "unstable"])
@@ -175,7 +176,7 @@ def test_optuna_finds_the_analytic_minimum(tmp_path):
     meets the SLO is the analytic minimum (6 replicas), and no cheaper one meets it."""
     pytest.importorskip("optuna")
     scenario = scenario_from_dict(mm_scenario())
-    runner = Runner(scenario, 3, 2, SerialExecutor(), tmp_path / "ck", progress=False)
+    runner = Evaluator(scenario, 3, 2, SerialExecutor(), tmp_path / "ck", progress=False)
     result = plan(scenario, space_for(scenario, replicas=list(range(4, 11))), runner, "optuna", trials=14)
     assert int(result.best["fleet.replicas"]) == 6
     table = result.table.set_index("fleet.replicas")

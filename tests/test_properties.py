@@ -13,6 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import sim
+from sim.scenario.keys import updated
 from sim.scenario.model import ROUTERS
 
 EPS = 1e-9
@@ -132,7 +133,7 @@ def test_round_robin_cycles_through_replicas(sc):
 @SETTINGS
 @given(scenarios(), st.sampled_from(ROUTERS))
 def test_routers_conserve_requests(sc, router):
-    sc = sc.with_updates({"fleet.router": router})
+    sc = updated(sc, {"fleet.router": router})
     result = sim.run(sc)
     r = result.requests
     started = r["outcome"] != "rejected"

@@ -7,7 +7,8 @@ import pytest
 
 from sim.experiments.executors import LocalExecutor, RayExecutor
 from sim.experiments.sweep import run_sweep
-from sim.planner.search import Runner, Space, gpu_candidates, plan
+from sim.planner.candidates import gpu_candidates
+from sim.planner.search import Evaluator, Space, plan
 from sim.scenario.load import scenario_from_dict
 
 ray = pytest.importorskip("ray")
@@ -42,7 +43,7 @@ def test_ray_gives_the_same_sweep_and_plan_as_local(ray_executor, tmp_path):
     space = Space(gpu_candidates(scenario), [1, 8], [0.0, 0.002], [1, 2, 3, 4])
     tables = []
     for executor in (LocalExecutor(2), ray_executor):
-        runner = Runner(scenario, 2, 9, executor, None, progress=False)
+        runner = Evaluator(scenario, 2, 9, executor, None, progress=False)
         tables.append(plan(scenario, space, runner, "grid").table)
     pd.testing.assert_frame_equal(tables[0], tables[1])
     assert tables[0]["meets_slo"].any()

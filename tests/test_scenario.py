@@ -11,6 +11,7 @@ import pytest
 import yaml
 
 import sim
+from sim.scenario.keys import updated
 from sim.scenario.load import _union_members, dump_scenario
 from sim.scenario.model import Scenario, mean_rate_rps
 
@@ -36,11 +37,11 @@ def test_frozen():
 
 def test_with_updates_validates_and_copies():
     sc = sim.scenario_from_dict(MINIMAL)
-    bigger = sc.with_updates({"fleet.replicas": 4, "batching.max_batch_size": 8})
+    bigger = updated(sc, {"fleet.replicas": 4, "batching.max_batch_size": 8})
     assert (bigger.fleet.replicas, bigger.batching.max_batch_size) == (4, 8)
     assert sc.fleet.replicas == 1
     with pytest.raises(sim.ScenarioError, match="batching.max_batch_size = 0"):
-        sc.with_updates({"batching.max_batch_size": 0})
+        updated(sc, {"batching.max_batch_size": 0})
 
 
 def test_dump_and_load_round_trip(tmp_path):
@@ -105,4 +106,4 @@ def test_documented_examples_are_valid_scenarios():
         data = yaml.safe_load(block)
         sc = sim.scenario_from_dict({**MINIMAL, **data})  # a snippet is completed by MINIMAL
         if sc.workload.arrivals.process != "trace":  # a trace file is not here to read
-            sim.run(sc.with_updates({"run.duration_s": 1.0, "run.warmup_s": 0.0, "run.replications": 1}))
+            sim.run(updated(sc, {"run.duration_s": 1.0, "run.warmup_s": 0.0, "run.replications": 1}))

@@ -16,8 +16,9 @@ import yaml
 from sim.cli import main as cli_main
 from sim.errors import CapsimError, ScenarioError
 from sim.experiments.executors import LocalExecutor, SerialExecutor
-from sim.experiments.sweep import evaluate, parse_param, run_sweep
+from sim.experiments.sweep import evaluate, run_sweep
 from sim.runner import run_once
+from sim.scenario.keys import parse_param, updated
 from sim.scenario.load import scenario_from_dict
 
 SMALL = {
@@ -61,7 +62,7 @@ def test_parse_param_errors(spec, message):
 
 
 @pytest.mark.parametrize("param, message", [
-    ("fleet.replica=1,2", "no key 'replica' in fleet; did you mean 'replicas'?"),
+    ("fleet.replica=1,2", "unknown key 'replica' in fleet; did you mean 'replicas'?"),
     ("batching.max_batch_size=0,4", "batching.max_batch_size = 0"),
     ("fleet.replicas=1...4", "fleet.replicas"),
 ])
@@ -80,8 +81,8 @@ def test_common_random_numbers(scenario, tmp_path):
     counts = result.rows.pivot(index="point", columns="replication", values="requests_total")
     assert (counts.nunique() == 1).all()
     assert counts[0].iloc[0] != counts[1].iloc[0]
-    a = run_once(scenario.with_updates({"fleet.replicas": 1}), 4, 1)[0]["arrival_s"].to_numpy()
-    b = run_once(scenario.with_updates({"fleet.replicas": 3, "batching.max_batch_size": 1}), 4, 1)[0]
+    a = run_once(updated(scenario, {"fleet.replicas": 1}), 4, 1)[0]["arrival_s"].to_numpy()
+    b = run_once(updated(scenario, {"fleet.replicas": 3, "batching.max_batch_size": 1}), 4, 1)[0]
     assert (a == b["arrival_s"].to_numpy()).all()
 
 

@@ -15,6 +15,7 @@ import streamlit as st
 from dashboard import charts, compute, fmt, state, whatif
 from dashboard.views.common import run_view, unstable_warning
 from sim.errors import CapsimError
+from sim.scenario.keys import updated
 from sim.scenario.model import Scenario, mean_rate_rps
 
 METRICS = {  # HPA metric -> (spec without target, target key, label, unit scale, default)
@@ -43,8 +44,8 @@ def render() -> None:
         replicas = int(st.number_input("Static fleet (replicas)", 1, 10_000, base.fleet.replicas, key=f"{sid}:as_n"))
         scaled = _autoscaler_inputs(base, sid) if has_autoscaling() else None
     try:
-        static = base.with_updates({**traffic, "fleet.replicas": replicas, **_static()})
-        auto = base.with_updates({**traffic, **scaled}) if scaled is not None else None
+        static = updated(base, {**traffic, "fleet.replicas": replicas, **_static()})
+        auto = updated(base, {**traffic, **scaled}) if scaled is not None else None
     except CapsimError as exc:
         st.error(str(exc))
         return

@@ -10,6 +10,7 @@ import streamlit as st
 from dashboard import charts, controls, fmt, state
 from dashboard.views.common import headline, run_view, unstable_warning
 from sim.errors import CapsimError
+from sim.scenario.keys import updated
 from sim.scenario.load import dump_scenario
 
 
@@ -21,7 +22,7 @@ def render() -> None:
     candidate = None
     if not inputs.errors:
         try:
-            candidate = base.with_updates(inputs.updates)
+            candidate = updated(base, inputs.updates)
         except CapsimError as exc:
             st.error(f"Candidate: {exc}")
     base_view = run_view(base, inputs.seed, "Baseline")

@@ -33,24 +33,28 @@ def register(sub) -> None:
 def variants(paths: list[str], vary: list[str]):
     """(label, scenario) pairs: each file, then each --vary variant of the first file."""
     import sim
-    from sim.cli.simulate import parse_sets
-    from sim.errors import ScenarioError
+    from sim.errors import ScenarioError, shown
+    from sim.scenario.keys import parse_sets, updated
 
-    out = [(sim.load_scenario(p).name, sim.load_scenario(p)) for p in paths]
+    out = [(sc.name, sc) for sc in map(sim.load_scenario, paths)]
     base = out[0][1]
     for spec in vary:
         if ":" not in spec:
-            raise ScenarioError(f"--vary {spec!r}: expected NAME:KEY=VAL[,KEY=VAL], e.g. headroom:fleet.replicas=6")
+            raise ScenarioError(f"--vary {shown(spec)}: expected NAME:KEY=VAL[,KEY=VAL], e.g. headroom:fleet.replicas=6")
         name, sets = spec.split(":", 1)
-        out.append((name, base.with_updates(parse_sets([s for s in sets.split(",") if s]))))
+        out.append((name, updated(base, parse_sets([s for s in sets.split(",") if s], "--vary"), "--vary")))
     return out
 
 
-def compare(pairs, seed: int | None):
-    import sim
+def compare(pairs, seed: int | None) -> list[tuple[str, dict]]:
+    """(label, summary over its replications) per scenario, all under one seed (the first scenario's by
+    default), through the sweep's loop over many scenarios."""
+    from sim.experiments.sweep import aggregate, run_scenarios
 
     seed = pairs[0][1].run.seed if seed is None else seed
-    return [(label, sim.run(sc, seed=seed)) for label, sc in pairs]
+    result = run_scenarios([({"variant": label}, sc) for label, sc in pairs], ["variant"], seed=seed, progress=False)
+    rows = aggregate(result.records, ["variant"]).to_dict("records")
+    return [(row["variant"], row) for row in rows]
 
 
 def main(args) -> int:
@@ -58,20 +62,24 @@ def main(args) -> int:
     from rich.table import Table
 
     from sim.results.output import fmt
+    from sim.scenario.keys import with_run_flags
 
-    results = compare(variants(args.scenarios, args.vary), args.seed)
+    pairs = variants(args.scenarios, args.vary)
+    if args.seed is not None:
+        with_run_flags(pairs[0][1], seed=args.seed)  # checked as run.seed is
+    results = compare(pairs, args.seed)
     table = Table(title="capsim compare (same seed, same traffic)")
     table.add_column("metric")
     for label, _ in results:
         table.add_column(label, justify="right")
     for key, label, scale, pattern in ROWS:
-        table.add_row(label, *[fmt(r.summary, key, scale, pattern) for _, r in results])
-    table.add_row("SLO", *["met" if r.summary.get("slo_met") else "missed" for _, r in results])
-    table.add_row("stable", *["no" if r.summary.get("unstable") else "yes" for _, r in results])
+        table.add_row(label, *[fmt(s, key, scale, pattern) for _, s in results])
+    table.add_row("SLO", *["met" if s.get("slo_met") else "missed" for _, s in results])
+    table.add_row("stable", *["no" if s.get("unstable") else "yes" for _, s in results])
     Console().print(table)
     if args.out:
         import pandas as pd
 
-        pd.DataFrame([{"variant": label, **r.summary} for label, r in results]).to_csv(args.out, index=False)
+        pd.DataFrame([s for _, s in results]).to_csv(args.out, index=False)
         print(f"wrote {args.out}")
     return 0

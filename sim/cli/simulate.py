@@ -6,7 +6,7 @@ from __future__ import annotations
 def register(sub) -> None:
     p = sub.add_parser("simulate", help="simulate a scenario and print its summary table",
                        description="Simulate a scenario YAML; print a summary table; optionally write the run.")
-    p.add_argument("scenario", help="scenario YAML file (see docs/scenario.md)")
+    p.add_argument("scenario", help="scenario YAML file or example name (see docs/scenario.md, capsim examples)")
     p.add_argument("--seed", type=int, default=None, help="root seed (default: the scenario's run.seed)")
     p.add_argument("--replications", type=int, default=None, help="override run.replications")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
@@ -16,30 +16,16 @@ def register(sub) -> None:
     p.set_defaults(func=main)
 
 
-def parse_sets(pairs: list[str]) -> dict[str, object]:
-    import yaml
-
-    from sim.errors import ScenarioError
-
-    updates: dict[str, object] = {}
-    for pair in pairs:
-        if "=" not in pair:
-            raise ScenarioError(f"--set {pair!r}: expected KEY=VALUE, e.g. fleet.replicas=4")
-        key, value = pair.split("=", 1)
-        updates[key.strip()] = yaml.safe_load(value)
-    return updates
-
-
 def main(args) -> int:
     import sim
     from sim.results.output import print_summary, write_run
+    from sim.scenario.keys import parse_sets, updated, with_run_flags
 
     scenario = sim.load_scenario(args.scenario)
     if args.set:
-        scenario = scenario.with_updates(parse_sets(args.set))
-    if args.replications is not None and args.replications < 1:
-        raise sim.ScenarioError(f"--replications = {args.replications}: must be ≥ 1")
-    result = sim.run(scenario, seed=args.seed, replications=args.replications, progress=True)
+        scenario = updated(scenario, parse_sets(args.set))
+    scenario = with_run_flags(scenario, args.seed, args.replications)
+    result = sim.run(scenario, progress=True)
     if not args.quiet:
         print_summary(result)
     if args.out:

@@ -46,9 +46,10 @@ def main(args) -> int:
     import sim
     from sim.errors import ScenarioError
     from sim.experiments.executors import close_executor, make_executor
-    from sim.experiments.sweep import configure, parse_param, run_sweep, write_rows
+    from sim.experiments.sweep import run_sweep, write_rows
+    from sim.scenario.keys import parse_param, updated, with_run_flags
 
-    scenario = sim.load_scenario(args.scenario)
+    scenario = with_run_flags(sim.load_scenario(args.scenario), args.seed, args.replications)
     params: dict[str, list] = {}
     for spec in args.param:
         key, values = parse_param(spec)
@@ -56,14 +57,14 @@ def main(args) -> int:
             raise ScenarioError(f"--param {key}: given twice")
         params[key] = values
         for value in values:  # each value on its own first: errors before any worker starts
-            configure(scenario, {key: value})
+            updated(scenario, {key: value}, "--param")
     if args.workers is not None and args.workers < 1:
         raise ScenarioError(f"--workers = {args.workers}: must be ≥ 1")
     out = Path(args.out)
     checkpoint = Path(args.checkpoint) if args.checkpoint else out.with_suffix(".checkpoint")
     executor = make_executor(args.executor, args.workers, args.ray_address)
     try:
-        result = run_sweep(scenario, params, replications=args.replications, seed=args.seed, executor=executor,
+        result = run_sweep(scenario, params, executor=executor,
                            checkpoint_dir=checkpoint, progress=not args.no_progress, window_s=args.window_s)
     finally:
         close_executor(executor)

@@ -13,7 +13,6 @@ sweep sees the same traffic in replication r (common random numbers).
 
 from __future__ import annotations
 
-import difflib
 import hashlib
 import itertools
 import json
@@ -25,10 +24,10 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import yaml
 
 from sim.errors import CapsimError, ScenarioError
 from sim.results.metrics import replicate_summary
+from sim.scenario.keys import updated
 from sim.scenario.load import scenario_from_dict, scenario_to_dict
 from sim.scenario.model import Scenario
 
@@ -36,102 +35,10 @@ CHECKPOINT_VERSION = 1
 META_COLUMNS = ("point", "replication", "seed", "key")
 
 
-# ---------------------------------------------------------------- --param parsing
-def parse_param(spec: str) -> tuple[str, list]:
-    """``KEY=V1,V2,...`` or ``KEY=A..B`` / ``KEY=A..B:STEP`` (inclusive) into (key, values)."""
-    if "=" not in spec:
-        raise ScenarioError(f"--param {spec!r}: expected KEY=VALUES, e.g. fleet.replicas=2..8 or "
-                            "batching.max_batch_size=1,8,32")
-    key, text = (s.strip() for s in spec.split("=", 1))
-    if not key or not text:
-        raise ScenarioError(f"--param {spec!r}: both a key and values are needed")
-    if ".." in text and "," not in text:
-        return key, _parse_range(spec, text)
-    values = [yaml.safe_load(v) for v in text.split(",") if v.strip()]
-    if not values:
-        raise ScenarioError(f"--param {spec!r}: no values")
-    return key, values
-
-
-def _parse_range(spec: str, text: str) -> list:
-    body, _, step_text = text.partition(":")
-    try:
-        lo, hi = (yaml.safe_load(x) for x in body.split("..", 1))
-        step = yaml.safe_load(step_text) if step_text else 1
-    except (ValueError, yaml.YAMLError):
-        lo = hi = step = None
-    numbers = (lo, hi, step)
-    if any(isinstance(x, bool) or not isinstance(x, (int, float)) for x in numbers) or step <= 0:
-        raise ScenarioError(f"--param {spec!r}: a range is A..B or A..B:STEP with numbers and STEP > 0, "
-                            "e.g. fleet.replicas=2..8 or batching.max_queue_delay_s=0..0.004:0.001")
-    if hi < lo:
-        raise ScenarioError(f"--param {spec!r}: empty range ({hi} < {lo})")
-    count = int(math.floor((hi - lo) / step + 1e-9)) + 1
-    if count > 10000:
-        raise ScenarioError(f"--param {spec!r}: {count} values; at most 10000")
-    if all(isinstance(x, int) for x in numbers):
-        return list(range(lo, hi + 1, step))
-    return [round(lo + i * step, 12) for i in range(count)]
-
-
-def _parts(key: str) -> list[str | int]:
-    """``a.b[0].c`` into ``["a", "b", 0, "c"]``."""
-    parts: list[str | int] = []
-    for piece in key.split("."):
-        name, *indices = piece.split("[")
-        parts.append(name)
-        for index in indices:
-            if not index.endswith("]") or not index[:-1].isdigit():
-                raise ScenarioError(f"--param {key}: bad index [{index}; write e.g. autoscaler.metrics[0].target_utilization")
-            parts.append(int(index[:-1]))
-    return parts
-
-
-def check_key(scenario: Scenario, key: str) -> None:
-    """Raise a ScenarioError (with a did-you-mean) unless ``key`` is a settable dotted key."""
-    _walk(scenario_to_dict(scenario), key)
-
-
-def _walk(data: dict, key: str) -> tuple[object, str | int]:
-    """The container holding ``key``'s last part, and that part (a dict key or a list index)."""
-    node: object = data
-    parts = _parts(key)
-    for depth, part in enumerate(parts):
-        where = ".".join(str(p) for p in parts[:depth]) or "the scenario"
-        if isinstance(part, int):
-            if not isinstance(node, list) or not -len(node) <= part < len(node):
-                raise ScenarioError(f"--param {key}: {where} has no item [{part}]")
-        elif not isinstance(node, dict) or part not in node:
-            allowed = sorted(node) if isinstance(node, dict) else []
-            hint = difflib.get_close_matches(part, allowed, n=1, cutoff=0.6)
-            text = f"--param {key}: no key {part!r} in {where}"
-            if hint:
-                text += f"; did you mean {hint[0]!r}?"
-            raise ScenarioError(text + (f" (keys there: {', '.join(allowed)})" if allowed else ""))
-        if depth == len(parts) - 1:
-            return node, part
-        node = node[part]  # type: ignore[index]
-    raise ScenarioError(f"--param {key!r}: empty key")
-
-
 def grid(params: dict[str, list]) -> list[dict]:
     """Every combination of the param values, in a fixed order (the last key varies fastest)."""
     keys = list(params)
     return [dict(zip(keys, combo)) for combo in itertools.product(*(params[k] for k in keys))]
-
-
-def configure(scenario: Scenario, point: dict) -> Scenario:
-    """The scenario of one point (keys may index lists: ``autoscaler.metrics[0].target_utilization``);
-    a key or value the scenario rejects is a ScenarioError naming the point."""
-    data = scenario_to_dict(scenario)
-    for key, value in point.items():
-        node, last = _walk(data, key)
-        node[last] = value  # type: ignore[index]
-    try:
-        return scenario_from_dict(data, base_dir=scenario.base_dir, source="scenario")
-    except ScenarioError as exc:
-        shown = ", ".join(f"{k}={v!r}" for k, v in point.items())
-        raise ScenarioError(f"--param {shown}: {str(exc).removeprefix('scenario: ')}") from None
 
 
 # ---------------------------------------------------------------- tasks and their results
@@ -190,16 +97,16 @@ def slo_violation(requests: pd.DataFrame, warmup_s: float, horizon_s: float, slo
             "slo_violation_min": float(violated.sum() * window / 60.0)}
 
 
-def make_tasks(scenario: Scenario, points: list[dict], *, seed: int, replications: int,
-               window_s: float | None = None, configured: list[Scenario] | None = None) -> list[Task]:
-    """Tasks for every point × replication (points are validated first, so errors come before work)."""
-    configured = configured or [configure(scenario, p) for p in points]
+def make_tasks(labelled: list[tuple[dict, Scenario]], *, seed: int | None, replications: int | None,
+               window_s: float | None = None) -> list[Task]:
+    """Tasks for every (params, scenario) × replication; ``seed`` / ``replications`` None: each scenario's own."""
     tasks = []
-    for i, (point, sc) in enumerate(zip(points, configured)):
+    for i, (params, sc) in enumerate(labelled):
         data = scenario_to_dict(sc)
-        for r in range(replications):
-            key = task_key(data, str(sc.base_dir), seed, r, window_s)
-            tasks.append(Task(key, i, dict(point), data, str(sc.base_dir), seed, r, window_s))
+        s = sc.run.seed if seed is None else seed
+        for r in range(sc.run.replications if replications is None else replications):
+            key = task_key(data, str(sc.base_dir), s, r, window_s)
+            tasks.append(Task(key, i, dict(params), data, str(sc.base_dir), s, r, window_s))
     return tasks
 
 
@@ -289,21 +196,44 @@ def run_points(scenario: Scenario, points: list[dict], *, replications: int | No
                seed: int | None = None, executor=None, checkpoint_dir: str | Path | None = None,
                progress: bool = True, window_s: float | None = None, params: list[str] | None = None,
                evaluate_fn: Callable[[Task], dict] = evaluate, desc: str = "sweep") -> SweepResult:
-    """Like :func:`run_sweep` for an explicit list of points (which need not form a grid)."""
+    """Like :func:`run_sweep` for an explicit list of points (which need not form a grid); every point is
+    validated before anything runs."""
     reps = scenario.run.replications if replications is None else replications
     if reps < 1:
         raise ScenarioError(f"--replications = {reps}: must be ≥ 1")
-    seed = scenario.run.seed if seed is None else seed
-    tasks = make_tasks(scenario, points, seed=seed, replications=reps, window_s=window_s)
+    labelled = [(p, updated(scenario, p, "--param")) for p in points]
+    names = params if params is not None else list(dict.fromkeys(k for p in points for k in p))
+    return run_scenarios(labelled, names, replications=reps, seed=scenario.run.seed if seed is None else seed,
+                         executor=executor, checkpoint_dir=checkpoint_dir, progress=progress, window_s=window_s,
+                         evaluate_fn=evaluate_fn, desc=desc)
+
+
+def run_scenarios(labelled: list[tuple[dict, Scenario]], params: list[str], *, replications: int | None = None,
+                  seed: int | None = None, executor=None, checkpoint_dir: str | Path | None = None,
+                  progress: bool = True, window_s: float | None = None,
+                  evaluate_fn: Callable[[Task], dict] = evaluate, desc: str = "sweep") -> SweepResult:
+    """The one loop over many scenarios (sweeps, plans, ``capsim compare``, the dashboard's grids): each
+    ``(params, scenario)`` × replication simulated on ``executor``, resumable through ``checkpoint_dir``.
+    ``seed`` / ``replications`` None: each scenario's own."""
+    tasks = make_tasks(labelled, seed=seed, replications=replications, window_s=window_s)
     checkpoint = Checkpoint(checkpoint_dir) if checkpoint_dir is not None else None
     records, computed = run_tasks(tasks, executor=executor, checkpoint=checkpoint, progress=progress,
                                   evaluate_fn=evaluate_fn, desc=desc)
     reused = len({t.key for t in tasks}) - computed
-    names = params if params is not None else list(dict.fromkeys(k for p in points for k in p))
     frame = pd.DataFrame(records)
     if not frame.empty:
         frame = frame.sort_values(["point", "replication"], kind="stable").reset_index(drop=True)
-    return SweepResult(frame, names, computed, reused, records)
+    return SweepResult(frame, params, computed, reused, records)
+
+
+def evaluate_or_error(task: Task) -> dict:
+    """:func:`evaluate`, except that a scenario the simulator refuses gives a row with its ``error``
+    (interactive grids show it in place of that point's figures)."""
+    try:
+        return evaluate(task)
+    except CapsimError as exc:
+        return {"point": task.point, "replication": task.replication, "seed": task.seed, "key": task.key,
+                **task.params, "error": str(exc)}
 
 
 def aggregate(records: list[dict], params: list[str]) -> pd.DataFrame:
@@ -315,6 +245,10 @@ def aggregate(records: list[dict], params: list[str]) -> pd.DataFrame:
     out = []
     for point in sorted(by_point):
         rows = sorted(by_point[point], key=lambda r: r["replication"])
+        failed = next((r["error"] for r in rows if r.get("error")), None)
+        if failed:
+            out.append({"point": point, **{k: rows[0].get(k) for k in params}, "error": failed})
+            continue
         summaries = [{k: (math.nan if v is None else v) for k, v in r.items() if k not in skip} for r in rows]
         out.append({"point": point, **{k: rows[0].get(k) for k in params}, **replicate_summary(summaries)})
     return pd.DataFrame(out)

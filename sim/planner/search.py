@@ -25,95 +25,20 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from sim.errors import CapsimError, ProfileError, ScenarioError
-from sim.experiments.sweep import aggregate, run_points
+from sim.errors import CapsimError, ScenarioError
+from sim.experiments.sweep import aggregate, grid, run_points
+from sim.planner.candidates import Candidate
+from sim.runner import streams
+from sim.scenario.keys import updated
 from sim.scenario.load import scenario_to_dict
 from sim.scenario.model import Scenario
+from sim.serving.capacity import fleet_capacity_rps
+from sim.serving.service import build_service
+from sim.workload.arrivals import arrival_times
 
 SEARCHES = ("grid", "bisect", "optuna")
 DEFAULT_BATCH_SIZES = (1, 4, 8, 16, 32, 64)
 DEFAULT_QUEUE_DELAYS_S = (0.0, 0.001, 0.002, 0.005)
-
-
-# ---------------------------------------------------------------- GPU candidates
-@dataclass(frozen=True)
-class Candidate:
-    """One device option: the profile serving it, its price and whether its profile is an estimate."""
-
-    label: str
-    profile: str | None  # value for service.profile (None: keep the scenario's service)
-    usd_per_hour: float
-    estimate: bool
-    max_batch_size: int
-
-    def updates(self) -> dict:
-        if self.profile is None:
-            return {}
-        return {"service.profile": self.profile, "cost.usd_per_replica_hour": self.usd_per_hour,
-                "fleet.gpu": self.label}
-
-
-def gpu_candidates(scenario: Scenario, gpus: list[str] | None = None, estimates: bool = True,
-                   profile_dir: str | Path = "profiles") -> list[Candidate]:
-    """The scenario's own device, shipped profiles of its model elsewhere, and catalog estimates."""
-    from sim.hardware.gpus import gpu_catalog
-    from sim.models.archs import BUILTIN_ARCHS
-    from sim.profiles.profile import as_profile, list_builtin_profiles
-    from sim.serving.service import resolve_profile
-
-    if scenario.service.type != "profile":
-        label = scenario.fleet.gpu or "as given"
-        return [Candidate(label, None, scenario.cost.usd_per_replica_hour, False, 65536)]
-    own = resolve_profile(scenario)
-    catalog = gpu_catalog()
-    own_key = _gpu_key(own) or own.device
-    own_price = scenario.cost.usd_per_replica_hour or (catalog[own_key].usd_per_hour if own_key in catalog else 0.0)
-    found = {own_key: Candidate(own_key, str(scenario.service.profile), own_price, own.is_estimate,
-                                own.batch_sizes[-1])}
-    for name in list_builtin_profiles():
-        p = as_profile(name)
-        key = _gpu_key(p)
-        if p.model_name == own.model_name and key in catalog and key not in found:
-            found[key] = Candidate(key, name, catalog[key].usd_per_hour, p.is_estimate, p.batch_sizes[-1])
-    if estimates and own.model_name in BUILTIN_ARCHS:
-        source = next((c.profile for c in found.values() if c.label in catalog and not c.estimate), None)
-        for key, gpu in catalog.items():
-            if key not in found and (gpus is None or key.lower() in gpus):
-                path = _estimate(own, key, gpu, source, Path(profile_dir))
-                if path is not None:
-                    found[key] = Candidate(key, str(path.resolve()), gpu.usd_per_hour, True, 128)
-    if gpus is not None:
-        unknown = [g for g in gpus if g not in {k.lower() for k in found}]
-        if unknown:
-            raise ScenarioError(f"--gpus {','.join(unknown)}: no profile or estimate for model "
-                                f"{own.model_name!r}; available: {', '.join(found)}")
-        found = {k: c for k, c in found.items() if k.lower() in gpus}
-    return list(found.values())
-
-
-def _gpu_key(profile) -> str | None:
-    from sim.hardware.gpus import get_gpu
-
-    estimate = profile.raw.get("estimate") or {}
-    if estimate.get("gpu"):
-        return estimate["gpu"]
-    if profile.device != "cuda" or not profile.device_name:
-        return None
-    try:
-        return get_gpu(profile.device_name).key
-    except ProfileError:
-        return None
-
-
-def _estimate(own, key: str, gpu, source: str | None, directory: Path) -> Path | None:
-    from sim.profiles.profile import write_profile
-    from sim.profiles.roofline import estimate_profile
-
-    dtype = own.dtype if own.device == "cuda" else "fp16"
-    if not gpu.peak_tflops.get(dtype):
-        return None
-    doc = estimate_profile(own.model_name, key, dtype, [1, 2, 4, 8, 16, 32, 64, 128], source_profile=source)
-    return write_profile(doc, directory / f"{key.lower()}-{own.model_name}-{dtype}-estimate.json")
 
 
 # ---------------------------------------------------------------- search space
@@ -129,7 +54,6 @@ class Space:
 
     def configs(self) -> list[dict]:
         """Every (device, batching, extra) combination as scenario updates, without replicas."""
-        from sim.experiments.sweep import grid
 
         out = []
         for cand in self.candidates:
@@ -142,12 +66,11 @@ class Space:
 
     def valid_configs(self, scenario: Scenario) -> tuple[list[dict], int]:
         """The combinations the scenario accepts (e.g. min_replicas ≤ max_replicas), and how many were not."""
-        from sim.experiments.sweep import configure
 
         good = []
         for config in self.configs():
             try:
-                configure(scenario, config)
+                updated(scenario, config, "--param")
             except ScenarioError:
                 continue
             good.append(config)
@@ -178,10 +101,9 @@ def autoscaler_params(scenario: Scenario) -> dict[str, list]:
 
 
 def _accepts(scenario: Scenario, key: str, value) -> bool:
-    from sim.experiments.sweep import configure
 
     try:
-        configure(scenario, {key: value})
+        updated(scenario, {key: value}, "--param")
     except ScenarioError:
         return False
     return True
@@ -252,7 +174,7 @@ class Plan:
 
 
 @dataclass
-class Runner:
+class Evaluator:
     """Runs lists of points (resumably, through one checkpoint) and keeps every aggregated row."""
 
     scenario: Scenario
@@ -281,7 +203,6 @@ class Runner:
 
 def grid_points(scenario: Scenario, space: Space, configs: list[dict]) -> list[dict]:
     """Full grid; replicas default to ⌈rate/capacity⌉ .. 2⌈rate/capacity⌉ + 1 per configuration."""
-    from sim.experiments.sweep import configure
 
     points = []
     rate = offered_rate_rps(scenario)
@@ -291,13 +212,13 @@ def grid_points(scenario: Scenario, space: Space, configs: list[dict]) -> list[d
         elif has_autoscaler(scenario):
             counts = [None]
         else:
-            n_min = max(1, math.ceil(rate / replica_capacity_rps(configure(scenario, config)) * (1 + 1e-9)))
+            n_min = max(1, math.ceil(rate / replica_capacity_rps(updated(scenario, config, "--param")) * (1 + 1e-9)))
             counts = list(range(n_min, 2 * n_min + 2))
         points += [config if n is None else {**config, "fleet.replicas": n} for n in counts]
     return points
 
 
-def plan(scenario: Scenario, space: Space, runner: Runner, search: str = "grid", trials: int = 40) -> Plan:
+def plan(scenario: Scenario, space: Space, runner: Evaluator, search: str = "grid", trials: int = 40) -> Plan:
     """Search ``space`` for the cheapest configuration meeting ``scenario.slo``."""
     notes = []
     if search == "bisect" and has_autoscaler(scenario):
@@ -328,8 +249,6 @@ def plan(scenario: Scenario, space: Space, runner: Runner, search: str = "grid",
 # ---------------------------------------------------------------- bisection on the per-replica rate
 def offered_rate_rps(scenario: Scenario) -> float:
     """Mean arrival rate of the scenario's traffic (replication 0 of its seed, over the horizon)."""
-    from sim.runner import streams
-    from sim.workload.arrivals import arrival_times
 
     times = arrival_times(scenario, streams(scenario.run.seed, 0)["arrivals"])
     horizon = scenario.run.duration_s or float(times[-1])
@@ -338,8 +257,6 @@ def offered_rate_rps(scenario: Scenario) -> float:
 
 def replica_capacity_rps(scenario: Scenario) -> float:
     """Most requests/s one replica serves (every instance running its most efficient batch size)."""
-    from sim.serving.capacity import fleet_capacity_rps
-    from sim.serving.service import build_service
 
     service = build_service(scenario, np.random.default_rng(0))
     return fleet_capacity_rps(scenario, service) / scenario.fleet.replicas
@@ -405,14 +322,13 @@ class Bisection:
             self.phase, self.replicas = "verify", max(1, math.ceil(1 / self.lo - 1e-9))
 
 
-def bisect_search(scenario: Scenario, configs: list[dict], runner: Runner) -> tuple[pd.DataFrame, pd.DataFrame]:
+def bisect_search(scenario: Scenario, configs: list[dict], runner: Evaluator) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Vidur-style search, all configurations advancing in lock step (each round runs in parallel)."""
-    from sim.experiments.sweep import configure
 
     rate = offered_rate_rps(scenario)
     states = []
     for config in configs:
-        cap = replica_capacity_rps(configure(scenario, {**config, "fleet.replicas": 1}))
+        cap = replica_capacity_rps(updated(scenario, {**config, "fleet.replicas": 1}, "--param"))
         share = cap / rate if rate > 0 else math.inf
         if share >= 1:  # one replica may carry all the traffic: no rate search, verify one replica
             states.append(Bisection(config, lo=1.0, hi=1.0, phase="verify", replicas=1))
@@ -444,7 +360,7 @@ def bisect_search(scenario: Scenario, configs: list[dict], runner: Runner) -> tu
 
 
 # ---------------------------------------------------------------- optuna
-def optuna_search(scenario: Scenario, space: Space, configs: list[dict], runner: Runner,
+def optuna_search(scenario: Scenario, space: Space, configs: list[dict], runner: Evaluator,
                   trials: int) -> pd.DataFrame:
     """TPE over the configurations × replicas; a trial missing the SLO scores its cost plus a penalty."""
     try:

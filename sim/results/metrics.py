@@ -1,6 +1,7 @@
 """Metrics as pure functions of the flat records of a run.
 
-Only requests arriving inside the measurement window ``[warmup_s, horizon_s)`` are measured; GPU-hours
+Only requests arriving inside the measurement window ``[warmup_s, horizon_s)`` are measured (throughput:
+requests completed inside it); GPU-hours
 and cost cover the whole billed period. An overloaded run is flagged ``unstable`` and its latency
 figures are withheld (NaN) rather than presented as steady state: the observed p99 is still
 reported, under a name that says it is not a steady-state figure.
@@ -91,14 +92,17 @@ def summarize(requests: pd.DataFrame, batches: pd.DataFrame, replicas: pd.DataFr
     gpu_hours = float(billed_s.sum() / 3600.0)
     cost = gpu_hours * usd_per_replica_hour
 
-    done = requests["end_s"].to_numpy()
-    _, backlog, slope = backlog_trend(arr, done, horizon_s)
+    _, backlog, slope = backlog_trend(arr, requests["end_s"].to_numpy(), horizon_s)
     arrived_rps = n_total / window if window > 0 else math.nan
     offered = offered_rps if math.isfinite(offered_rps) else arrived_rps
     # A bounded queue (queue limit or timeouts) sheds the excess: only a growing backlog is unstable.
-    unstable = is_unstable(offered, 0.0 if queue_bounded else capacity_rps, slope, float(backlog[-1]),
-                           float(backlog[0]))
-    throughput = n_served / window if window > 0 else math.nan
+    unfinished = int((outcome == "unfinished").sum())
+    # ... and a run stopped by its drain limit with requests left has no steady-state percentiles either.
+    unstable = unfinished > 0 or is_unstable(offered, 0.0 if queue_bounded else capacity_rps, slope,
+                                             float(backlog[-1]), float(backlog[0]))
+    # Served throughput: completions inside the window (an overloaded fleet completes at its capacity).
+    ends = requests["end_s"].to_numpy()[requests["outcome"].to_numpy() == "served"]
+    throughput = int(((ends >= warmup_s) & (ends < horizon_s)).sum()) / window if window > 0 else math.nan
 
     summary: dict[str, float | int | bool] = {
         **stats,
@@ -112,6 +116,7 @@ def summarize(requests: pd.DataFrame, batches: pd.DataFrame, replicas: pd.DataFr
         "requests_served": n_served,
         "requests_rejected": int((outcome == "rejected").sum()),
         "requests_timed_out": int((outcome == "timed_out").sum()),
+        "requests_unfinished": unfinished,
         "mean_batch_size": float(batches["size"].to_numpy()[b_in].mean()) if b_in.any() else math.nan,
         "utilization": busy_total / capacity_total if capacity_total > 0 else math.nan,
         "utilization_max": float(np.max(util)) if util else math.nan,

@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-OUTCOMES = ("served", "rejected", "timed_out")
-SERVED, REJECTED, TIMED_OUT = range(len(OUTCOMES))
+OUTCOMES = ("served", "rejected", "timed_out", "unfinished")
+SERVED, REJECTED, TIMED_OUT, UNFINISHED = range(len(OUTCOMES))
 
 
 @dataclass
@@ -77,6 +77,7 @@ def to_frames(raw: RawRecords):
     nan = np.nan
     start = np.where(started, raw.batch_start_s[safe] if raw.batch_start_s.size else nan, nan)
     end = np.where(started, raw.batch_end_s[safe] if raw.batch_end_s.size else nan, raw.drop_s)
+    end = np.where(raw.outcome == UNFINISHED, nan, end)
     replica = np.where(started, raw.batch_replica[safe] if raw.batch_replica.size else -1, raw.drop_replica)
     size = np.where(started, raw.batch_size[safe] if raw.batch_size.size else 0, 0)
     requests = request_frame(raw.arrival_s, start, end, replica, size, raw.outcome)

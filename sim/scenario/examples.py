@@ -13,7 +13,7 @@ import yaml
 
 from sim.errors import ScenarioError
 
-EXAMPLES_DIR = Path(__file__).resolve().parents[1] / "data" / "examples"
+EXAMPLES_DIR = (Path(__file__).resolve().parents[1] / "data" / "examples").resolve()
 DEFAULT_EXAMPLE = "fraud_mlp"
 
 

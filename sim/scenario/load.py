@@ -6,7 +6,6 @@ with a did-you-mean. Nothing the user wrote is silently dropped: unknown keys ar
 
 from __future__ import annotations
 
-import copy
 import difflib
 import typing
 from pathlib import Path
@@ -15,10 +14,11 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from sim.errors import ScenarioError
+from sim.errors import ScenarioError, shown
 from sim.scenario.examples import scenario_path
 from sim.scenario.model import ARRIVAL_PROCESSES, SERVICE_TYPES, Scenario
 from sim.scenario.scaling import AUTOSCALER_TYPES
+from sim.scenario.yaml_reader import read_text_file, read_yaml
 
 _UNION_TAGS = {"arrivals": set(ARRIVAL_PROCESSES), "service": set(SERVICE_TYPES),
                "autoscaler": set(AUTOSCALER_TYPES)}
@@ -27,19 +27,12 @@ _UNION_TAGS = {"arrivals": set(ARRIVAL_PROCESSES), "service": set(SERVICE_TYPES)
 def load_scenario(path: str | Path) -> Scenario:
     """Read and validate a scenario YAML file, or a shipped example by name (``fraud_mlp``)."""
     path = scenario_path(path)
-    return scenario_from_yaml_text(path.read_text(), base_dir=path.resolve().parent, source=str(path))
+    return scenario_from_yaml_text(read_text_file(path), base_dir=path.resolve().parent, source=str(path))
 
 
 def scenario_from_yaml_text(text: str, base_dir: str | Path = ".", source: str = "scenario") -> Scenario:
     """Parse and validate scenario YAML given as text (a file's, an upload's); errors are one line."""
-    try:
-        data = yaml.load(text, Loader=_StrictLoader)  # a SafeLoader subclass
-    except _DuplicateKey as exc:
-        raise ScenarioError(f"{source}: {exc}") from None
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        raise ScenarioError(f"{source}: not valid YAML{where}: {getattr(exc, 'problem', None) or exc}") from None
+    data = read_yaml(text, source)
     if not isinstance(data, dict):
         raise ScenarioError(f"{source}: a scenario is a mapping of sections, got {type(data).__name__}")
     return scenario_from_dict(data, base_dir=base_dir, source=source)
@@ -84,40 +77,6 @@ def scenario_to_dict(scenario: Scenario) -> dict[str, Any]:
 
 def dump_scenario(scenario: Scenario) -> str:
     return yaml.safe_dump(scenario_to_dict(scenario), sort_keys=False)
-
-
-def apply_updates(scenario: Scenario, updates: dict[str, Any]) -> Scenario:
-    """A validated copy with dotted keys replaced; a key that does not exist is an error."""
-    data = copy.deepcopy(scenario_to_dict(scenario))
-    for dotted, value in updates.items():
-        node = data
-        parts = dotted.split(".")
-        for part in parts[:-1]:
-            if not isinstance(node.get(part), dict):
-                raise ScenarioError(f"{dotted} = {value!r}: no section {part!r} in the scenario")
-            node = node[part]
-        node[parts[-1]] = value
-    changed = ", ".join(f"{k}={v!r}" for k, v in updates.items())
-    return scenario_from_dict(data, base_dir=scenario.base_dir, source=f"scenario with {changed}")
-
-
-class _DuplicateKey(yaml.YAMLError):
-    pass
-
-
-class _StrictLoader(yaml.SafeLoader):
-    """safe_load, except that a key given twice in one mapping is an error (YAML keeps the last)."""
-
-    def construct_mapping(self, node, deep=False):
-        seen: dict[object, int] = {}
-        for key_node, _ in node.value:
-            key = self.construct_object(key_node, deep=True)
-            line = key_node.start_mark.line + 1
-            if isinstance(key, str) and key in seen:
-                raise _DuplicateKey(f"key {key!r} appears twice (lines {seen[key]} and {line}); "
-                                    "YAML would silently keep the last, remove one")
-            seen[key] = line
-        return super().construct_mapping(node, deep=deep)
 
 
 # ---------------------------------------------------------------- error text
@@ -175,7 +134,7 @@ def _one(err: dict[str, Any], model: type[BaseModel]) -> str:
         msg = msg.replace("Input should be", "must be").replace("should have", "must have")
     if kind.startswith(("model_", "value_error")) and isinstance(value, dict):
         return f"{key or 'scenario'}: {msg}"
-    return f"{key} = {value!r}: {msg}"
+    return f"{key} = {shown(value)}: {msg}"
 
 
 def _allowed_keys(model: type[BaseModel], loc: tuple) -> list[str]:

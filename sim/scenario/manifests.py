@@ -12,9 +12,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from sim.errors import ScenarioError
+from sim.errors import ScenarioError, shown
+from sim.scenario.yaml_reader import read_text_file, read_yaml_all
 
 API_VERSIONS = ("autoscaling/v2",)
 METRIC_TYPES = ("Resource", "Pods", "External", "Object", "ContainerResource")
@@ -78,12 +77,9 @@ def deployment_overrides(path_rel: str, base_dir: str | Path) -> tuple[int | Non
 def _read(path: Path, key: str) -> list[dict]:
     if not path.is_file():
         raise ScenarioError(f"{key} = {str(path)!r}: file not found")
-    try:
-        docs = [d for d in yaml.safe_load_all(path.read_text()) if d]
-    except yaml.YAMLError as exc:
-        raise ScenarioError(f"{path}: not valid YAML: {getattr(exc, 'problem', exc)}") from None
+    docs = [d for d in read_yaml_all(read_text_file(path, "a manifest"), str(path), "a manifest") if d]
     if not docs or not all(isinstance(d, dict) for d in docs):
-        raise ScenarioError(f"{path}: expected Kubernetes object(s), found {docs!r:.80}")
+        raise ScenarioError(f"{path}: expected Kubernetes object(s), found {shown(docs)}")
     return docs
 
 

@@ -148,6 +148,8 @@ SERVICE_TYPES = ("parametric", "profile")
 
 
 # ---------------------------------------------------------------- batching, fleet, slo, cost, run
+MAX_REQUESTS = 20_000_000  # default run.max_requests: about 5 GB of records
+
 class Batching(Section):
     max_batch_size: int = Field(default=1, ge=1, le=65536, description="Largest batch a replica runs.")
     max_queue_delay_s: NonNegFloat = Field(
@@ -203,6 +205,12 @@ class Run(Section):
     sample_interval_s: PositiveFloat | None = Field(
         default=None, description="Time-series sampling period, seconds (default: horizon/600, ≥ 0.01 s)."
     )
+    drain_s: NonNegFloat | None = Field(
+        default=None, description="After the horizon, how long requests still queued or in service are served "
+        "before the run stops, seconds; any left then are recorded as `unfinished`. Default: the horizon's length, at least 60 s.")
+    max_requests: int = Field(
+        default=MAX_REQUESTS, ge=1, description="Refuse a run expected to draw more arrivals than this (a guard "
+        "against a mistyped rate or horizon, checked before anything is drawn); raise it to simulate more.")
 
     @model_validator(mode="after")
     def _horizon(self) -> Run:
@@ -231,23 +239,10 @@ class Scenario(Section):
     cold_start: ColdStart = Field(default_factory=ColdStart, description="Phases a new replica goes through.")
     base_dir: str = Field(default=".", exclude=True, description="Directory relative paths resolve from.")
 
-    @model_validator(mode="after")
-    def _cross_checks(self) -> Scenario:
-        arrivals = self.workload.arrivals
-        if arrivals.process == "trace" and self.run.duration_s is None and self.run.requests is None:
-            raise ValueError("run needs duration_s or requests")
-        return self
-
     def resolve(self, relative: str) -> Path:
         """A path from the scenario, resolved against the scenario file's directory."""
         path = Path(relative).expanduser()
         return path if path.is_absolute() else Path(self.base_dir) / path
-
-    def with_updates(self, updates: dict[str, object]) -> Scenario:
-        """A validated copy with dotted keys replaced, e.g. ``{"fleet.replicas": 4}``."""
-        from sim.scenario.load import apply_updates
-
-        return apply_updates(self, updates)
 
 
 def mean_rate_rps(arrivals: object) -> float:

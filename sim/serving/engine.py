@@ -8,6 +8,11 @@ batcher and ``instances_per_replica`` execution slots. Timeline of one request::
     queued -> dropped at arrival + timeout_s if not started (timed_out) | starts in a batch
     batch  -> service time drawn for its size (+ first-call cost on a cold replica) -> served
 
+After the arrival horizon the engine serves what is still queued until ``stop_s`` (the horizon plus
+``run.drain_s``) at most; a request neither finished nor dropped by then is ``unfinished``. The time
+series is sampled every ``sample_interval_s`` until then, so a run's size is bounded however slow its
+service.
+
 Records are flat arrays indexed by request id; batches are a flat log (``sim.results.records``).
 Nothing here computes metrics: see ``sim.results.metrics``.
 
@@ -43,7 +48,7 @@ from typing import Protocol
 import numpy as np
 import simpy
 
-from sim.results.records import REJECTED, SERVED, TIMED_OUT, RawRecords
+from sim.results.records import REJECTED, SERVED, TIMED_OUT, UNFINISHED, RawRecords
 from sim.serving.batching import BatchPolicy
 
 EPS_S = 1e-9  # clock comparisons: timers land within float rounding of their deadline
@@ -114,7 +119,7 @@ class Engine:
     """Runs one replication of a scenario over given arrival times and random streams."""
 
     def __init__(self, scenario, arrival_s: np.ndarray, service, router, *, sample_interval_s: float,
-                 horizon_s: float) -> None:
+                 horizon_s: float, stop_s: float = math.inf) -> None:
         self.env = simpy.Environment()
         self.arrival_s = arrival_s
         self._at = arrival_s.tolist()
@@ -124,6 +129,9 @@ class Engine:
         self.router = router
         self.warm = getattr(scenario.service, "warmed_up", True)
         self.horizon_s = horizon_s
+        self.stop_s = max(stop_s, horizon_s)
+        self._halt = self.env.event()  # succeeds when the drain limit stops the run
+        self._halt.callbacks.append(simpy.core.StopSimulation.callback)
         self.sample_interval_s = sample_interval_s
         self.instances = instances = scenario.fleet.instances_per_replica
         self._replicas = [Replica(k, instances) for k in range(initial_replicas(scenario))]
@@ -240,7 +248,12 @@ class Engine:
                 if self._scaler is not None:
                     self._scaler.stop()
                 return
-            yield env.timeout(dt)
+            if env.now >= self.stop_s:  # the drain limit: what is still queued or running is unfinished
+                if self._scaler is not None:
+                    self._scaler.stop()
+                self._halt.succeed()
+                return
+            yield env.timeout(min(dt, self.stop_s - env.now))
 
     # ------------------------------------------------------------ events
     def _arrive(self, i: int) -> None:
@@ -377,15 +390,23 @@ class Engine:
         for rep in self._replicas:
             if rep.gone_s is None:
                 rep.gone_s = max(end_s, self.horizon_s)
+        batch_of = np.asarray(self._batch_of, dtype=np.int64)
+        batch_end = np.asarray(self._b_end, dtype=float)
+        outcome = np.asarray(self._outcome, dtype=np.int8)
+        if self.finished < self.n:  # stopped by the drain limit: never started, or still in service
+            running = np.zeros(self.n, dtype=bool)
+            started = batch_of >= 0
+            running[started] = batch_end[batch_of[started]] > end_s + EPS_S
+            outcome[(outcome == SERVED) & (~started | running)] = UNFINISHED
         return RawRecords(
             arrival_s=self.arrival_s,
-            batch_of=np.asarray(self._batch_of, dtype=np.int64),
-            outcome=np.asarray(self._outcome, dtype=np.int8),
+            batch_of=batch_of,
+            outcome=outcome,
             drop_s=drop,
             drop_replica=drop_rep,
             batch_replica=np.asarray(self._b_rep, dtype=np.int32),
             batch_start_s=np.asarray(self._b_start, dtype=float),
-            batch_end_s=np.asarray(self._b_end, dtype=float),
+            batch_end_s=batch_end,
             batch_size=np.asarray(self._b_size, dtype=np.int32),
             batch_first_call=np.asarray(self._b_first, dtype=bool),
             timeseries={k: np.asarray(v, dtype=float) for k, v in self._series.items()},

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from sim.errors import TraceError
+from sim.scenario.model import mean_rate_rps
 
 ARRIVALS: dict[str, Callable[..., np.ndarray]] = {}
 
@@ -142,6 +143,31 @@ def _spike_rate(spec, t: np.ndarray) -> np.ndarray:
     return rate
 
 
+def expected_count(scenario) -> float:
+    """About how many arrivals a run draws: exact for ``run.requests``, the rate integrated over the
+    horizon for rate-defined processes, NaN for a trace (bounded by its file)."""
+    run, spec = scenario.run, scenario.workload.arrivals
+    if run.requests is not None:
+        return float(run.requests)
+    horizon, p = run.duration_s, spec.process
+    if p == "trace":
+        return math.nan
+    if p == "steps":
+        at = [s.at_s for s in spec.steps] + [math.inf]
+        return sum(s.rate_rps * max(0.0, min(b, horizon) - a) for s, a, b in zip(spec.steps, at, at[1:]))
+    if p == "diurnal":
+        w = 2 * math.pi / spec.period_s
+        swing = (math.sin(w * (horizon - spec.peak_at_s)) + math.sin(w * spec.peak_at_s)) / w
+        return spec.mean_rps * (horizon + spec.amplitude * swing)
+    if p == "spike":  # piecewise linear: the trapezoid rule is exact between its corners
+        corners = [spec.start_s, spec.start_s + spec.ramp_s, spec.start_s + spec.ramp_s + spec.duration_s,
+                   spec.start_s + 2 * spec.ramp_s + spec.duration_s]
+        points = np.array(sorted({0.0, horizon, *(c for c in corners if 0 < c < horizon)}))
+        rate = _spike_rate(spec, points)
+        return float(np.sum((rate[1:] + rate[:-1]) / 2 * np.diff(points)))
+    return mean_rate_rps(spec) * horizon  # constant-rate processes and MMPP (in its stationary state)
+
+
 def _thinned(spec, rng, horizon_s, count) -> np.ndarray:
     lam = rate_function(spec)
     peak = peak_rate(spec)
@@ -155,8 +181,6 @@ def _thinned(spec, rng, horizon_s, count) -> np.ndarray:
         chunks.append(keep)
         n += keep.size
         t0 = cand[-1]
-        if count is None and t0 > 1e9:
-            break
     times = np.concatenate(chunks) if chunks else np.empty(0)
     return times[:count] if count is not None else times[times < limit]
 

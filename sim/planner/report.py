@@ -1,0 +1,121 @@
+"""A plan for people: the ranked table in the terminal, and the files written to its output folder
+(candidates and Pareto fronts as Parquet, the Pareto plot, the recommended scenario)."""
+
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+
+from sim.planner.search import pareto_front, slo_key
+from sim.scenario.keys import updated
+from sim.scenario.load import dump_scenario
+
+TABLE_ROWS = 15
+
+
+def print_plan(result, scenario, console=None) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = console or Console()
+    t = result.table
+    slo = f"p{scenario.slo.percentile:g} ≤ {scenario.slo.latency_s * 1e3:g} ms"
+    table = Table(title=f"{scenario.name}: {result.search} search, {slo} (upper 95% bound)", header_style="bold")
+    shown = [p for p in result.params if p not in ("service.profile", "cost.usd_per_replica_hour")]
+    for col in ["#", *[p.split(".")[-1] for p in shown], "$/hour", f"p{scenario.slo.percentile:g} ms (upper)",
+                "SLO-violation min", "verdict"]:
+        table.add_column(col, justify="right")
+
+    def ms(x):
+        return "—" if x is None or not math.isfinite(x) else f"{x * 1e3:,.2f}"
+
+    for _, row in t.head(TABLE_ROWS).iterrows():
+        cells = [str(row["rank"]), *[label(row, p) for p in shown]]
+        verdict = ("[red]unstable[/]" if row["unstable"] else "[green]meets SLO[/]" if row["meets_slo"]
+                   else "[yellow]misses SLO[/]")
+        cells += [f"{row['cost_per_hour_usd']:,.2f}", f"{ms(row.get(slo_key(scenario)))} ({ms(row['slo_upper_s'])})",
+                  f"{row.get('slo_violation_min', math.nan):,.2f}", verdict]
+        table.add_row(*cells)
+    console.print(table)
+    for note in result.notes:
+        console.print(f"[yellow]note[/]: {note}")
+    console.print(f"{len(t)} configurations at full traffic; simulated {result.computed} runs, "
+                  f"reused {result.reused} from the checkpoint")
+    best = result.best
+    if best is None:
+        console.print("[bold red]no configuration met the SLO[/]: widen the space (--replicas, --gpus) or relax it")
+    else:
+        console.print(f"[bold]recommended[/]: {describe(best, result.params)}")
+
+
+def label(row, key: str) -> str:
+    value = row.get(key)
+    if key == "fleet.gpu" and isinstance(value, str) and row.get("estimate"):
+        return f"{value} (estimate)"
+    if key == "batching.max_queue_delay_s" and isinstance(value, float):
+        return f"{value * 1e3:g} ms"
+    return "—" if value is None else str(value)
+
+
+def describe(row, params) -> str:
+    shown = [p for p in params if p not in ("service.profile", "cost.usd_per_replica_hour")]
+    return ", ".join(f"{p}={label(row, p)}" for p in shown) + f" at ${row['cost_per_hour_usd']:,.2f}/hour"
+
+
+def write_plan(result, scenario, out) -> None:
+    """candidates.parquet, pareto.parquet/.png and recommended.yaml under ``out``."""
+    out.mkdir(parents=True, exist_ok=True)
+    table = result.table
+    table.to_parquet(out / "candidates.parquet", index=False)
+    fronts = {"cost_vs_p99": pareto_front(table, "slo_upper_s"),
+              "cost_vs_violation": pareto_front(table, "slo_violation_min")}
+    pd.concat([f.assign(frontier=name) for name, f in fronts.items()], ignore_index=True).to_parquet(
+        out / "pareto.parquet", index=False)
+    plot_pareto(table, fronts, scenario, out / "pareto.png")
+    written = ["candidates.parquet", "pareto.parquet", "pareto.png"]
+    best = result.best
+    if best is not None:
+        updates = {k: _plain(best[k]) for k in result.params if k in best and best[k] is not None}
+        recommended = updated(scenario, updates, "recommended")
+        header = f"# Recommended by capsim plan ({result.search}): {describe(best, result.params)}\n"
+        if best.get("estimate"):
+            header += "# The service profile is a roofline ESTIMATE: calibrate this GPU before buying.\n"
+        (out / "recommended.yaml").write_text(header + dump_scenario(recommended))
+        written.append("recommended.yaml")
+    if result.bisections is not None:
+        result.bisections.reset_index(level=0, names="table").to_parquet(out / "bisection.parquet", index=False)
+        written.append("bisection.parquet")
+    print(f"wrote {out}/ " + ", ".join(written))
+
+
+def _plain(value):
+    return value.item() if hasattr(value, "item") else value
+
+
+def plot_pareto(table, fronts, scenario, path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    stable = table[~table["unstable"].astype(bool)]
+    for ax, (name, front), (metric, scale, ylabel) in zip(
+            axes, fronts.items(), [("slo_upper_s", 1e3, f"p{scenario.slo.percentile:g} upper 95% bound (ms)"),
+                                   ("slo_violation_min", 1.0, "minutes of SLO violation")]):
+        ok = stable["meets_slo"].astype(bool)
+        ax.scatter(stable.loc[~ok, "cost_per_hour_usd"], stable.loc[~ok, metric] * scale, s=14, c="0.7",
+                   label="misses SLO")
+        ax.scatter(stable.loc[ok, "cost_per_hour_usd"], stable.loc[ok, metric] * scale, s=14, c="tab:blue",
+                   label="meets SLO")
+        ax.step(front["cost_per_hour_usd"], front[metric] * scale, where="post", c="tab:red", label="Pareto frontier")
+        if name == "cost_vs_p99":
+            ax.axhline(scenario.slo.latency_s * 1e3, ls="--", c="k", lw=0.8, label="SLO")
+        ax.set_xlabel("cost ($/hour)")
+        ax.set_ylabel(ylabel)
+        ax.legend(fontsize=8)
+    fig.suptitle(f"{scenario.name}: cost vs latency and vs SLO violation (unstable configurations left out)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
