@@ -18,7 +18,8 @@ from sim.errors import CapsimError
 from sim.hardware.gpus import gpu_catalog
 from sim.profiles.profile import list_builtin_profiles
 from sim.scenario.keys import updated
-from sim.scenario.model import ROUTERS, Scenario, mean_rate_rps
+from sim.scenario.model import Scenario, mean_rate_rps
+from sim.serving.routers import ROUTERS
 
 UPLOAD = "__upload__"
 LOADED = "__loaded__"
@@ -225,7 +226,7 @@ def _batching(base: Scenario, sid: str, inputs: Inputs) -> None:
 def _fleet(base: Scenario, sid: str, inputs: Inputs) -> None:
     f, slo = base.fleet, base.slo
     replicas = int(st.number_input("Replicas (GPUs)", 1, 10_000, f.replicas, key=f"{sid}:replicas"))
-    router = st.selectbox("Router", ROUTERS, index=ROUTERS.index(f.router), key=f"{sid}:router",
+    router = st.selectbox("Router", list(ROUTERS), index=list(ROUTERS).index(f.router), key=f"{sid}:router",
                           format_func=lambda r: r.replace("_", " "))
     c1, c2 = st.columns(2)
     slo_ms = c1.number_input("SLO latency (ms)", 0.001, 1e6, slo.latency_s * 1e3, format="%.3g", key=f"{sid}:slo")

@@ -27,7 +27,7 @@ from sim.serving.service import build_service
 from sim.workload.arrivals import arrival_times, expected_count
 
 STREAMS = ("arrivals", "service", "routing", "lifecycle")
-BYTES_PER_REQUEST = 250  # records and engine state per request, measured (docs/results.md)
+BYTES_PER_REQUEST = 410  # peak memory per request of a run (measured: 1M requests of the fraud_mlp example)
 MAX_SAMPLES = 2_000_000  # time-series samples of one replication
 DEFAULT_DRAIN_S = 60.0  # run.drain_s default: the horizon, and at least this
 
@@ -83,7 +83,7 @@ def check_size(scenario: Scenario) -> None:
     if n > limit:
         raise ScenarioError(
             f"run: about {n:,.0f} requests expected from the workload over run.duration_s, about "
-            f"{n * BYTES_PER_REQUEST / 1e9:,.1f} GB of records; run.max_requests = {limit:,}: lower the rate or "
+            f"{n * BYTES_PER_REQUEST / 1e9:,.1f} GB of memory; run.max_requests = {limit:,}: lower the rate or "
             "run.duration_s, or raise run.max_requests to simulate it")
 
 

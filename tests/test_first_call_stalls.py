@@ -1,4 +1,4 @@
-"""Issue 3 acceptance: a model that stalls on the first call of each new shape.
+"""First-call stalls: a model that stalls on the first call of each new shape.
 
 A real dynamic-batching server (calibration.server) runs `test-stall` (sleeps 30 ms the first time it
 sees a batch size) with NO warm-up on a replayed Poisson trace; the stalls set its p99. The profile

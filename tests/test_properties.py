@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 import sim
 from sim.scenario.keys import updated
-from sim.scenario.model import ROUTERS
+from sim.serving.routers import ROUTERS
 
 EPS = 1e-9
 SETTINGS = settings(max_examples=30, deadline=None, derandomize=True)
@@ -47,7 +47,7 @@ def scenarios(draw, *, instances: int | None = None, router: str | None = None, 
         "batching": batching,
         "fleet": {"replicas": draw(st.integers(1, 3)),
                   "instances_per_replica": instances or draw(st.integers(1, 3)),
-                  "router": router or draw(st.sampled_from(ROUTERS))},
+                  "router": router or draw(st.sampled_from(list(ROUTERS)))},
         "run": {"requests": draw(st.integers(1, 300)), "seed": draw(st.integers(0, 2**16))},
     })
 
@@ -131,7 +131,7 @@ def test_round_robin_cycles_through_replicas(sc):
 
 
 @SETTINGS
-@given(scenarios(), st.sampled_from(ROUTERS))
+@given(scenarios(), st.sampled_from(list(ROUTERS)))
 def test_routers_conserve_requests(sc, router):
     sc = updated(sc, {"fleet.router": router})
     result = sim.run(sc)

@@ -43,6 +43,7 @@ import pandas as pd
 
 from sim.errors import CapsimError
 from sim.profiles.profile import SCHEMA
+from sim.serving.service import IdleResponse
 
 BACK_TO_BACK_S = 50e-6
 # Bin edges of the idle gap before a batch (seconds): [0, 50 us) is back to back; then ~half decades.
@@ -95,8 +96,6 @@ def idle_response(frame: pd.DataFrame) -> dict | None:
 def ratio_at(response: dict | None, gap_s: np.ndarray) -> np.ndarray:
     """The idle response at each gap, by the simulator's own rule (:class:`sim.serving.service.IdleResponse`);
     1 where the gap is unknown (a replica's first batch) or there is no response."""
-    from sim.serving.service import IdleResponse
-
     gap_s = np.asarray(gap_s, float)
     if not response or not response["gaps_s"]:
         return np.ones_like(gap_s)

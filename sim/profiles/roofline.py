@@ -21,6 +21,7 @@ from sim.errors import ProfileError, bad_value
 from sim.hardware.gpus import DTYPE_BYTES, Gpu, get_gpu
 from sim.models.archs import builtin_arch
 from sim.models.costs import ModelCost, model_cost
+from sim.profiles.profile import BUILTIN_DIR, as_profile
 
 
 @dataclass(frozen=True)
@@ -97,8 +98,6 @@ def estimate_profile(model_name: str, gpu: str, dtype: str, batch_sizes: list[in
     the *shape* of a measured distribution: ``shape_profile``'s samples at the nearest measured size
     divided by their median (or, with no shape profile, ``samples`` copies of the point estimate).
     """
-    from sim.profiles.profile import as_profile  # sim.profiles.profile never imports this module
-
     sizes = _check_sizes(batch_sizes)
     if dtype not in DTYPE_BYTES:
         raise ProfileError(bad_value("dtype", dtype, f"one of {', '.join(DTYPE_BYTES)}"))
@@ -212,8 +211,6 @@ def _scaled_batches(source, model_name: str, cost: ModelCost, est: dict[int, Lat
 
 def _reference(profile) -> str:
     """A shipped profile by its name (portable), any other by its path."""
-    from sim.profiles.profile import BUILTIN_DIR
-
     return profile.path.stem if profile.path.parent.resolve() == BUILTIN_DIR.resolve() else str(profile.path)
 
 

@@ -16,6 +16,7 @@ from pydantic import BaseModel, ValidationError
 
 from sim.errors import ScenarioError, shown
 from sim.scenario.examples import scenario_path
+from sim.scenario.manifests import deployment_overrides, hpa_from_manifest
 from sim.scenario.model import ARRIVAL_PROCESSES, SERVICE_TYPES, Scenario
 from sim.scenario.scaling import AUTOSCALER_TYPES
 from sim.scenario.yaml_reader import read_text_file, read_yaml
@@ -54,7 +55,6 @@ def _expand_manifests(data: dict[str, Any], base_dir: str | Path) -> dict[str, A
     auto = data.get("autoscaler")
     if not isinstance(auto, dict) or "from_manifest" not in auto or auto.get("type") not in (None, "hpa"):
         return data
-    from sim.scenario.manifests import deployment_overrides, hpa_from_manifest
 
     auto = dict(auto)
     deployment = auto.pop("deployment", None)

@@ -14,8 +14,9 @@ from typing import Annotated, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from sim.scenario.base import NonNegFloat, PositiveFloat, Section
+from sim.scenario.base import NonNegFloat, PositiveFloat, Section, union_tags
 from sim.scenario.scaling import Autoscaler, ColdStart, Static
+from sim.serving.routers import ROUTERS
 
 
 # ---------------------------------------------------------------- arrivals
@@ -100,7 +101,7 @@ Arrivals = Annotated[
     | TraceArrivals,
     Field(discriminator="process"),
 ]
-ARRIVAL_PROCESSES = ("poisson", "deterministic", "gamma", "mmpp", "steps", "diurnal", "spike", "trace")
+ARRIVAL_PROCESSES = union_tags(Arrivals, "process")
 
 
 class Workload(Section):
@@ -144,11 +145,11 @@ class ProfileService(Section):
 
 
 Service = Annotated[ParametricService | ProfileService, Field(discriminator="type")]
-SERVICE_TYPES = ("parametric", "profile")
+SERVICE_TYPES = union_tags(Service, "type")
 
 
 # ---------------------------------------------------------------- batching, fleet, slo, cost, run
-MAX_REQUESTS = 20_000_000  # default run.max_requests: about 5 GB of records
+MAX_REQUESTS = 20_000_000  # default run.max_requests: about 8 GB at peak (sim.runner.BYTES_PER_REQUEST)
 
 class Batching(Section):
     max_batch_size: int = Field(default=1, ge=1, le=65536, description="Largest batch a replica runs.")
@@ -173,12 +174,9 @@ class Batching(Section):
         return self
 
 
-ROUTERS = ("round_robin", "random", "least_outstanding", "power_of_two")
-
-
 class Fleet(Section):
     replicas: int = Field(default=1, ge=1, le=10000, description="Replicas (one GPU each) behind the router.")
-    router: Literal["round_robin", "random", "least_outstanding", "power_of_two"] = Field(
+    router: Literal[tuple(ROUTERS)] = Field(  # the router registry's names
         default="round_robin", description="How the router picks a replica for each request."
     )
     instances_per_replica: int = Field(

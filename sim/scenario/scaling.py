@@ -10,7 +10,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field, model_validator
 
-from sim.scenario.base import NonNegFloat, PositiveFloat, Section
+from sim.scenario.base import NonNegFloat, PositiveFloat, Section, union_tags
 
 
 class PhaseTime(Section):
@@ -156,4 +156,4 @@ class Static(Section):
 
 
 Autoscaler = Annotated[Static | HPA | KPA | RayServe, Field(discriminator="type")]
-AUTOSCALER_TYPES = ("static", "hpa", "kpa", "ray_serve")
+AUTOSCALER_TYPES = union_tags(Autoscaler, "type")

@@ -14,6 +14,7 @@ replica. Two kinds, named by ``service.type``:
 from __future__ import annotations
 
 import bisect
+import difflib
 import math
 from dataclasses import dataclass
 
@@ -21,6 +22,7 @@ import numpy as np
 
 from sim.distributions import BufferedStream, unit_distribution
 from sim.errors import ProfileError
+from sim.profiles.profile import list_builtin_profiles, load_profile, resolve_profile_path
 
 
 class ServiceSampler:
@@ -362,17 +364,11 @@ def build_service(scenario, rng: np.random.Generator) -> ServiceSampler:
 
 def resolve_profile(scenario):
     """Load the profile a scenario names: a shipped profile's name or a path from the scenario dir."""
-    from sim.profiles.profile import load_profile, resolve_profile_path
-
     try:
         return load_profile(resolve_profile_path(scenario.service.profile, scenario.base_dir))
     except ProfileError as exc:
         text = str(exc)
         if text.startswith("profile = "):
-            import difflib
-
-            from sim.profiles.profile import list_builtin_profiles
-
             hint = difflib.get_close_matches(scenario.service.profile, list_builtin_profiles(), n=1, cutoff=0.6)
             text = "service." + text + (f"; did you mean {hint[0]!r}?" if hint else "")
         raise ProfileError(text) from None
