@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 PIP := $(PY) -m pip install --disable-pip-version-check -q -c constraints.txt
 
-.PHONY: setup run simulate test test-fast browser-deps bench lint clean
+.PHONY: setup run simulate test test-fast validate browser-deps bench lint clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -31,6 +31,13 @@ test: setup browser-deps
 
 test-fast: setup
 	$(PY) -m pytest -q -m "not slow and not browser"
+
+# Live fidelity: a real batching server on this machine against the simulator (about 4 minutes). The
+# machine's load is measured first: too busy, and it says so and stops (FORCE=1 runs it anyway).
+# CAPSIM_VALIDATION_OUT=docs/validation/cpu publishes the figures. `make test` judges the committed recording.
+validate: setup
+	$(PY) -m calibration.machine_load $(if $(FORCE),--force)
+	CAPSIM_LIVE_VALIDATION=1 $(PY) -m pytest -q -s -p no:cacheprovider tests/test_validate_cpu.py
 
 bench: setup
 	$(PY) benchmarks/sim_speed.py

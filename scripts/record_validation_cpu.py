@@ -1,0 +1,108 @@
+"""Record the CPU validation suite's real server runs once, for the test suite to validate deterministically.
+
+Runs the suite's recipe (``calibration/validation_suite.py``: a 1-thread calibration, three pilots,
+twelve ``capsim bench-serve`` runs) on this machine and keeps what ``capsim validate`` reads: per run
+``requests.parquet``, ``batches.parquet``, ``loadgen.parquet`` and ``run.json``, the calibrated profile,
+the pilots' profiles, and ``recording.json`` (when, on what machine, the 1-minute load average before
+and after, every command line). Record on a quiet machine; the load averages say how quiet it was.
+
+    .venv/bin/python scripts/record_validation_cpu.py [--out tests/data/recordings/cpu] [--done-flag FILE]
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from calibration.validation_suite import PROFILE_NAME, SETTINGS, record_suite  # noqa: E402
+
+PARQUET_FILES = ("requests.parquet", "batches.parquet", "loadgen.parquet")
+
+
+def machine_facts() -> dict:
+    import torch
+
+    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")), platform.processor()) if Path("/proc/cpuinfo").exists() else ""
+    return {"cpu": cpu, "cores": os.cpu_count(), "platform": platform.platform(),
+            "python": platform.python_version(), "torch": torch.__version__}
+
+
+def git_commit() -> str:
+    done = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=False)
+    return done.stdout.strip()
+
+
+def write_compact(src: Path, dst: Path) -> None:
+    """Copy one parquet file losslessly at about half the size: zstd, float columns byte-stream split."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(src)
+    floats = [f.name for f in table.schema if pa.types.is_floating(f.type)]
+    pq.write_table(table, dst, compression="zstd", compression_level=19, use_byte_stream_split=floats,
+                   use_dictionary=[f.name for f in table.schema if f.name not in floats])
+
+
+def keep(work: Path, out: Path, run_dirs: list[Path]) -> None:
+    """Copy the files validation reads from ``work`` into ``out`` (replacing what was there)."""
+    if out.exists():
+        shutil.rmtree(out)
+    out.mkdir(parents=True)
+    shutil.copy(work / PROFILE_NAME, out / PROFILE_NAME)
+    for max_batch, _ in SETTINGS:
+        shutil.copy(work / f"pilot-b{max_batch}.json", out / f"pilot-b{max_batch}.json")
+    for run in run_dirs:
+        (out / run.name).mkdir()
+        shutil.copy(run / "run.json", out / run.name / "run.json")
+        for name in PARQUET_FILES:
+            write_compact(run / name, out / run.name / name)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=ROOT / "tests/data/recordings/cpu")
+    parser.add_argument("--done-flag", type=Path, default=None, help="an empty file to create when done")
+    args = parser.parse_args()
+    before = os.getloadavg()[0]
+    started = time.time()
+    with tempfile.TemporaryDirectory(prefix="capsim-recording-") as tmp:
+        suite = record_suite(Path(tmp))
+        after = os.getloadavg()[0]
+        keep(Path(tmp), args.out, suite.run_dirs)
+        commands = [[part.replace(tmp, "RUN_DIR_PARENT") for part in cmd] for cmd in suite.commands]
+    recording = {
+        "recorded_at": datetime.datetime.fromtimestamp(started, datetime.timezone.utc).isoformat(timespec="seconds"),
+        "wall_s": round(time.time() - started, 1),
+        "machine": machine_facts(),
+        "git_commit": git_commit(),
+        "load_average_1min": {"before": round(before, 2), "after": round(after, 2),
+                              "note": "before: the machine before the recording; after: including the "
+                                      "recording's own server and load generator"},
+        "profile": PROFILE_NAME,
+        "parquet": "as bench-serve wrote it, re-encoded losslessly (zstd, float columns byte-stream split)",
+        "runs": [run.name for run in suite.run_dirs],
+        "commands": commands,
+    }
+    (args.out / "recording.json").write_text(json.dumps(recording, indent=2) + "\n")
+    print(f"recorded {len(suite.run_dirs)} runs into {args.out} in {recording['wall_s']} s; "
+          f"1-minute load average {before:.2f} before, {after:.2f} after")
+    if args.done_flag:
+        args.done_flag.touch()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
