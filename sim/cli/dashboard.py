@@ -37,6 +37,7 @@ def app_path() -> Path:
 
 def main(args) -> int:
     import importlib.util
+    import os
     import subprocess
 
     from sim.errors import CapsimError
@@ -45,5 +46,8 @@ def main(args) -> int:
         raise CapsimError("the dashboard needs streamlit: pip install 'capsim[dashboard]'")
     if not 0 < args.port < 65536:
         raise CapsimError(f"--port = {args.port}: must be 1..65535")
+    cmd = command(args.port, args.address, args.headless)
     print(f"capsim dashboard: http://{args.address}:{args.port}  (Ctrl+C stops it)", flush=True)
-    return subprocess.call(command(args.port, args.address, args.headless))
+    if os.name == "posix":  # streamlit takes this process over, so stopping `capsim dashboard` stops the server
+        os.execv(cmd[0], cmd)
+    return subprocess.call(cmd)
