@@ -19,9 +19,10 @@ from pathlib import Path
 import numpy as np
 
 
-def serve(config_fields: dict, arrivals: np.ndarray, settings: dict, out: Path) -> int:
+def serve(config_fields: dict, arrivals: np.ndarray, settings: dict, out: Path, force: bool = False) -> int:
     """Serve ``arrivals`` with the server ``config_fields`` describes (``ServeConfig``'s fields; replicas,
-    router and seed in ``settings``), write the run directory ``out`` and print what it saw."""
+    router and seed in ``settings``), write the run directory ``out`` (a non-empty one is replaced only
+    with ``force``) and print what it saw."""
     import torch  # noqa: F401
 
     from calibration.calibrate import resolve_device
@@ -48,7 +49,7 @@ def serve(config_fields: dict, arrivals: np.ndarray, settings: dict, out: Path) 
                       "note": "load average includes this run; involuntary context switches of this process "
                               "(and finished children) during warm-up and run: the machine was contended "
                               "when they are many"}
-    out = write_run_dir(out, raw, arrivals, config, settings, time.perf_counter() - started)
+    out = write_run_dir(out, raw, arrivals, config, settings, time.perf_counter() - started, force=force)
     run = json.loads((out / "run.json").read_text())
     s = run["observed"]
     print(f"wrote {out}/ ({s['requests']} requests, {s['served']} served, mean batch {s['mean_batch_size']:.2f}, "
@@ -96,16 +97,15 @@ def frames(raw: dict, arrival_s: np.ndarray):
     return requests, batches, loadgen
 
 
-def write_run_dir(out: Path, raw: dict, arrival_s: np.ndarray, config, settings: dict, wall_s: float) -> Path:
+def write_run_dir(out: Path, raw: dict, arrival_s: np.ndarray, config, settings: dict, wall_s: float,
+                  force: bool = False) -> Path:
+    """The run directory, written atomically (``sim.results.files``)."""
     import torch
 
     from calibration.writer import environment
+    from sim.results.files import writing_folder
 
     requests, batches, loadgen = frames(raw, arrival_s)
-    out.mkdir(parents=True, exist_ok=True)
-    requests.to_parquet(out / "requests.parquet", index=False)
-    batches.to_parquet(out / "batches.parquet", index=False)
-    loadgen.to_parquet(out / "loadgen.parquet", index=False)
     lag = (loadgen["sent_s"] - requests["arrival_s"]).to_numpy()
     served = requests[requests["outcome"] == "served"]
     lat = served["latency_s"].to_numpy()
@@ -137,7 +137,11 @@ def write_run_dir(out: Path, raw: dict, arrival_s: np.ndarray, config, settings:
         "machine": raw.get("machine", {}),
         "wall_s": round(wall_s, 2),
     }
-    (out / "run.json").write_text(json.dumps(run, indent=2) + "\n")
+    with writing_folder(out, force=force) as tmp:
+        requests.to_parquet(tmp / "requests.parquet", index=False)
+        batches.to_parquet(tmp / "batches.parquet", index=False)
+        loadgen.to_parquet(tmp / "loadgen.parquet", index=False)
+        (tmp / "run.json").write_text(json.dumps(run, indent=2) + "\n")
     return out
 
 

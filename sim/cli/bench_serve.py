@@ -56,17 +56,25 @@ def register(subparsers) -> None:
                    help="warm up only this profile's batch sizes (default: every size 1..max)")
     p.add_argument("--warmup-rounds", type=int, default=3, metavar="N",
                    help="batches of each warm-up size before t0 (default 3)")
-    p.add_argument("--out", required=True, metavar="RUN_DIR", help="directory to write")
+    p.add_argument("--out", required=True, metavar="RUN_DIR", help="directory to write; one that exists must be "
+                   "empty, unless --force")
+    p.add_argument("--force", action="store_true", help="replace a non-empty --out folder (once the run is complete)")
     p.set_defaults(func=main)
 
 
 def main(args: argparse.Namespace) -> int:
+    from sim.profiles.profile import resolve_profile_path
+    from sim.results.files import check_folder
+
     config, arrivals, settings = _parse(args)
+    given = [Path(args.trace)] if args.trace else []
+    given += [resolve_profile_path(args.profile)] if args.profile else []
+    check_folder(args.out, force=args.force, inputs=given)  # before the model loads and the run starts
     try:
         from calibration.bench_serve import serve
     except ImportError as exc:
         raise CapsimError(f"bench-serve needs torch ({exc.name} is missing): pip install 'capsim[calibration]'") from None
-    return serve(config, arrivals, settings, Path(args.out))
+    return serve(config, arrivals, settings, Path(args.out), force=args.force)
 
 
 def _parse(args: argparse.Namespace):

@@ -81,6 +81,9 @@ def run(args: argparse.Namespace) -> int:
     utilisation = _number("--replay-utilisation", args.replay_utilisation)
     if not 0 < utilisation <= 1:
         raise CapsimError(f"--replay-utilisation = {args.replay_utilisation!r}: a number in (0, 1]")
+    from sim.results.files import check_file
+
+    out = check_file(args.out or f"{args.device}-{args.model.replace(':', '-')}-{args.dtype}.json")
     try:
         from calibration.calibrate import CalibrationRequest, calibrate, resolve_device
         from calibration.models import check_model_name
@@ -99,7 +102,6 @@ def run(args: argparse.Namespace) -> int:
         scratch_dir=args.scratch_dir, seed=_count(args, "seed", 0, minimum=0),
         progress=not args.no_progress, command=_command(args),
     )
-    out = args.out or f"{args.device}-{args.model.replace(':', '-')}-{args.dtype}.json"
     started = time.perf_counter()
     doc = calibrate(request)
     path = write_profile(doc, out)

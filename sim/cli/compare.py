@@ -26,7 +26,7 @@ def register(sub) -> None:
     p.add_argument("--vary", action="append", default=[], metavar="NAME:KEY=VAL[,KEY=VAL]",
                    help="add a variant of the FIRST scenario, e.g. 'headroom:autoscaler.min_replicas=6'")
     p.add_argument("--seed", type=int, default=None, help="one seed for all (default: the first scenario's)")
-    p.add_argument("--out", default=None, help="write the table as CSV here")
+    p.add_argument("--out", default=None, help="write the table as CSV here (replaced if it exists)")
     p.set_defaults(func=main)
 
 
@@ -61,12 +61,15 @@ def main(args) -> int:
     from rich.console import Console
     from rich.table import Table
 
+    from sim.results.files import check_file, writing_file
     from sim.results.output import fmt
     from sim.scenario.keys import with_run_flags
 
     pairs = variants(args.scenarios, args.vary)
     if args.seed is not None:
         with_run_flags(pairs[0][1], seed=args.seed)  # checked as run.seed is
+    if args.out:
+        check_file(args.out)
     results = compare(pairs, args.seed)
     table = Table(title="capsim compare (same seed, same traffic)")
     table.add_column("metric")
@@ -80,6 +83,7 @@ def main(args) -> int:
     if args.out:
         import pandas as pd
 
-        pd.DataFrame([s for _, s in results]).to_csv(args.out, index=False)
+        with writing_file(args.out) as tmp:
+            pd.DataFrame([s for _, s in results]).to_csv(tmp, index=False)
         print(f"wrote {args.out}")
     return 0

@@ -10,7 +10,10 @@ EXAMPLES = """examples:
 Writes to --out: candidates.parquet (every configuration simulated at full traffic, ranked),
 pareto.parquet and pareto.png (cost vs p99 upper bound; cost vs minutes of SLO violation),
 recommended.yaml (the cheapest configuration meeting the SLO), and a checkpoint directory that
-makes a rerun of the same command resume."""
+makes a rerun of the same command resume (a run is reused only when the scenario and the contents of
+the files it reads are unchanged). A rerun replaces the results as a whole; --out holding anything
+but a plan's files is refused unless --force (which starts over: the checkpoint is discarded). The space
+(configurations × replica counts × replications) may hold at most {max_runs:,} runs."""
 
 
 
@@ -18,11 +21,12 @@ def register(sub) -> None:
     import argparse
 
     from sim.cli.sweep import add_run_options
+    from sim.experiments.sweep import MAX_RUNS
 
     p = sub.add_parser("plan", help="search GPU type, batching and replicas for the cheapest config meeting an SLO",
                        description="Capacity planner: the cheapest configuration whose p99 (upper 95%% bound "
                        "over replications) meets the SLO on the scenario's traffic.",
-                       epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+                       epilog=EXAMPLES.format(max_runs=MAX_RUNS), formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("scenario", help="scenario YAML file")
     p.add_argument("--slo-p99-ms", type=float, default=None,
                    help="p99 latency objective, ms (default: the scenario's slo section)")
@@ -40,17 +44,23 @@ def register(sub) -> None:
                    help="another dotted key to search, e.g. autoscaler.min_replicas=1..3 (repeatable)")
     p.add_argument("--trials", type=int, default=40, help="optuna trials (default: %(default)s)")
     add_run_options(p)
-    p.add_argument("--out", default=None, help="output directory (default: plan-<scenario name>)")
+    p.add_argument("--out", default=None, help="output directory (default: plan-<scenario name>); missing, empty "
+                   "or an earlier plan's (resumed), unless --force")
+    p.add_argument("--force", action="store_true", help="replace a non-empty --out that is not a plan's, or start an "
+                   "earlier plan over (its checkpoint discarded)")
     p.set_defaults(func=main)
 
 
 def main(args) -> int:
-    from pathlib import Path
+    import shutil
 
     import sim
     from sim.experiments.executors import close_executor, make_executor
-    from sim.planner.report import print_plan, write_plan
+    from sim.experiments.sweep import discard_checkpoint
+    from sim.planner.report import is_plan_folder, print_plan, write_plan
     from sim.planner.search import Evaluator, plan
+    from sim.results.files import check_folder
+    from sim.scenario.inputs import files_given
     from sim.scenario.keys import updated, with_run_flags
 
     scenario = with_run_flags(sim.load_scenario(args.scenario), args.seed, args.replications)
@@ -58,8 +68,17 @@ def main(args) -> int:
         if not args.slo_p99_ms > 0:
             raise sim.ScenarioError(f"--slo-p99-ms = {args.slo_p99_ms}: must be > 0")
         scenario = updated(scenario, {"slo.latency_s": args.slo_p99_ms / 1e3, "slo.percentile": 99.0}, "--slo-p99-ms")
-    out = Path(args.out or f"plan-{scenario.name}")
-    space = build_space(scenario, args, out)
+    out = check_folder(args.out or f"plan-{scenario.name}", force=args.force, replaceable=is_plan_folder,
+                       inputs=files_given(args.scenario, scenario))
+    existed = out.exists()
+    try:
+        space = build_space(scenario, args, out)  # writes roofline estimates to out/profiles
+    except BaseException:
+        if not existed:
+            shutil.rmtree(out, ignore_errors=True)
+        raise
+    if args.force:
+        discard_checkpoint(out / "checkpoint")
     executor = make_executor(args.executor, args.workers, args.ray_address)
     runner = Evaluator(scenario, scenario.run.replications, scenario.run.seed, executor,
                        out / "checkpoint", not args.no_progress, args.window_s)
@@ -68,7 +87,7 @@ def main(args) -> int:
     finally:
         close_executor(executor)
     print_plan(result, scenario)
-    write_plan(result, scenario, out)
+    write_plan(result, scenario, out, force=args.force)
     return 0
 
 
@@ -77,6 +96,7 @@ def build_space(scenario, args, out):
     import yaml
 
     from sim.errors import ScenarioError
+    from sim.experiments.sweep import check_runs
     from sim.planner.candidates import gpu_candidates
     from sim.planner.search import DEFAULT_BATCH_SIZES, DEFAULT_QUEUE_DELAYS_S, Space, autoscaler_params
     from sim.scenario.keys import parse_param, updated
@@ -91,7 +111,6 @@ def build_space(scenario, args, out):
         return values
 
     gpus = [g.strip().lower() for g in args.gpus.split(",")] if args.gpus else None
-    candidates = gpu_candidates(scenario, gpus, not args.no_estimates, out / "profiles")
     batch = numbers(args.batch_sizes, "--batch-sizes", int) if args.batch_sizes else list(DEFAULT_BATCH_SIZES)
     delays = ([d / 1e3 for d in numbers(args.queue_delays_ms, "--queue-delays-ms", float)]
               if args.queue_delays_ms else [d for d in DEFAULT_QUEUE_DELAYS_S if d < scenario.slo.latency_s / 4])
@@ -100,6 +119,11 @@ def build_space(scenario, args, out):
     for spec in args.param:
         key, values = parse_param(spec)
         extra[key] = values
+    counts = [len(set(batch)), len(set(delays)), len(replicas or [1]), *map(len, extra.values())]
+    what = "the plan's space (GPUs × --batch-sizes × --queue-delays-ms × --replicas × --param values)"
+    check_runs(counts, scenario.run.replications, what)  # before any file is written
+    candidates = gpu_candidates(scenario, gpus, not args.no_estimates, out / "profiles")
+    check_runs([len(candidates), *counts], scenario.run.replications, what)
     for key, values in {"batching.max_batch_size": batch, "batching.max_queue_delay_s": delays,
                         "fleet.replicas": replicas or [1], **extra}.items():
         for value in values:

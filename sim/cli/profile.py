@@ -66,8 +66,10 @@ def from_run_cmd(args: argparse.Namespace) -> int:
 
     from sim.profiles.fromrun import profile_from_runs
     from sim.profiles.profile import load_profile, write_profile
+    from sim.results.files import check_file
     from sim.validation.validate import load_run
 
+    check_file(args.out)
     doc = profile_from_runs([load_run(r) for r in args.runs], source="capsim profile from-run", speed=args.speed)
     path = write_profile(doc, args.out)
     console = Console()
@@ -87,14 +89,17 @@ def show_cmd(args: argparse.Namespace) -> int:
     from rich.console import Console
 
     from sim.profiles.profile import as_profile
+    from sim.results.files import check_file
 
     profile = as_profile(args.profile)
+    target = None
+    if not args.no_plot:
+        target = check_file(args.plot or _default_plot_path(profile.path), "--plot")
     console = Console()
     console.print(_table(profile))
     for line in _summary(profile):
         console.print(line)
-    if not args.no_plot:
-        target = Path(args.plot) if args.plot else _default_plot_path(profile.path)
+    if target is not None:
         console.print(f"plot: {plot_profile(profile, target)}")
     return 0
 
@@ -137,7 +142,9 @@ def gpus_cmd(args: argparse.Namespace) -> int:
 def estimate_cmd(args: argparse.Namespace) -> int:
     from sim.profiles.profile import list_builtin_profiles, write_profile
     from sim.profiles.roofline import estimate_profile
+    from sim.results.files import check_file
 
+    check_file(args.out)
     try:
         sizes = [int(s) for s in args.batch_sizes.split(",")]
     except ValueError:
@@ -214,6 +221,8 @@ def plot_profile(profile, target: Path) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from sim.results.files import writing_file
+
     sizes = np.array(profile.batch_sizes)
     lat = [profile.latency_s[b] for b in sizes]
     p10, p50, p99 = (np.array([np.quantile(x, q) * 1e3 for x in lat]) for q in (0.1, 0.5, 0.99))
@@ -233,7 +242,9 @@ def plot_profile(profile, target: Path) -> Path:
     kind = "ESTIMATE" if profile.is_estimate else "measured"
     fig.suptitle(f"{profile.model_name} {profile.dtype} on {profile.device_name or profile.device} ({kind})")
     fig.tight_layout()
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(target, dpi=110)
-    plt.close(fig)
+    try:
+        with writing_file(target, "--plot") as tmp:
+            fig.savefig(tmp, dpi=110)
+    finally:
+        plt.close(fig)
     return target

@@ -22,10 +22,13 @@ def scenario_schema() -> dict:
 def main(args) -> int:
     import json
 
+    from sim.results.files import check_file, write_text
+
+    if args.out:
+        check_file(args.out)
     text = json.dumps(scenario_schema(), indent=2)
     if args.out:
-        with open(args.out, "w") as fh:
-            fh.write(text + "\n")
+        write_text(args.out, text + "\n")
     else:
         print(text)
     return 0

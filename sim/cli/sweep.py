@@ -8,21 +8,27 @@ EXAMPLES = """examples:
   capsim sweep s.yaml --param batching.max_queue_delay_s=0..0.004:0.001 --executor ray --out s.parquet
 
 Completed runs are kept in a checkpoint directory (default: OUT with suffix .checkpoint); run the same
-command again after an interruption and only the missing runs are simulated."""
+command again after an interruption and only the missing runs are simulated. A run is reused only when
+the scenario, the seed and the contents of every file it reads (profile, trace, manifest) are unchanged;
+--force discards the checkpoint and simulates everything again. OUT is replaced (atomically) when the
+sweep completes. A grid is refused before it starts when points × replications exceeds {max_runs:,} runs."""
 
 
 def register(sub) -> None:
     import argparse
 
+    from sim.experiments.sweep import MAX_RUNS
+
     p = sub.add_parser("sweep", help="simulate a grid of configurations × replications into one Parquet file",
                        description="Grid sweep over dotted scenario keys, with replications, resumable.",
-                       epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+                       epilog=EXAMPLES.format(max_runs=MAX_RUNS), formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("scenario", help="scenario YAML file")
     p.add_argument("--param", action="append", default=[], metavar="KEY=VALUES", required=True,
                    help="a dotted key and its values: V1,V2,... or A..B or A..B:STEP (repeatable)")
     add_run_options(p)
-    p.add_argument("--out", required=True, help="Parquet file: one row per point × replication")
+    p.add_argument("--out", required=True, help="Parquet file: one row per point × replication (replaced if it exists)")
     p.add_argument("--checkpoint", default=None, help="checkpoint directory (default: OUT.checkpoint)")
+    p.add_argument("--force", action="store_true", help="discard the checkpoint's runs and simulate every run again")
     p.set_defaults(func=main)
 
 
@@ -41,12 +47,11 @@ def add_run_options(p) -> None:
 
 
 def main(args) -> int:
-    from pathlib import Path
 
     import sim
     from sim.errors import ScenarioError
     from sim.experiments.executors import close_executor, make_executor
-    from sim.experiments.sweep import run_sweep, write_rows
+    from sim.experiments.sweep import check_runs, discard_checkpoint, run_sweep, write_rows
     from sim.scenario.keys import parse_param, updated, with_run_flags
 
     scenario = with_run_flags(sim.load_scenario(args.scenario), args.seed, args.replications)
@@ -56,12 +61,15 @@ def main(args) -> int:
         if key in params:
             raise ScenarioError(f"--param {key}: given twice")
         params[key] = values
+    check_runs([len(v) for v in params.values()], scenario.run.replications)
+    for key, values in params.items():
         for value in values:  # each value on its own first: errors before any worker starts
             updated(scenario, {key: value}, "--param")
     if args.workers is not None and args.workers < 1:
         raise ScenarioError(f"--workers = {args.workers}: must be ≥ 1")
-    out = Path(args.out)
-    checkpoint = Path(args.checkpoint) if args.checkpoint else out.with_suffix(".checkpoint")
+    out, checkpoint = check_outputs(args)
+    if args.force:
+        discard_checkpoint(checkpoint)
     executor = make_executor(args.executor, args.workers, args.ray_address)
     try:
         result = run_sweep(scenario, params, executor=executor,
@@ -74,3 +82,22 @@ def main(args) -> int:
           f"reused {result.reused} from {checkpoint}/")
     print(f"wrote {out} ({len(result.rows)} rows)")
     return 0
+
+
+def check_outputs(args):
+    """(--out, --checkpoint) checked before anything runs: a file path, and a folder that is missing,
+    empty or a checkpoint."""
+    from pathlib import Path
+
+    from sim.experiments.sweep import is_checkpoint
+    from sim.results.files import OutputError, bad_path, check_file, check_folder
+
+    out = check_file(args.out, "--out")
+    flag = "--checkpoint" if args.checkpoint else "--out"
+    checkpoint = Path(args.checkpoint) if args.checkpoint else out.with_suffix(".checkpoint")
+    if checkpoint.absolute() == out.absolute():
+        raise OutputError(bad_path(flag, out, "the Parquet file and its checkpoint folder "
+                                    "(OUT with suffix .checkpoint) need different paths; give --checkpoint DIR"))
+    check_folder(checkpoint, flag, replaceable=is_checkpoint,
+                 refusal="it holds files that are not a sweep checkpoint's; give another --checkpoint DIR")
+    return out, checkpoint

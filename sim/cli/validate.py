@@ -39,7 +39,10 @@ def register(sub) -> None:
     p.add_argument("--replications", type=int, default=5, help="simulated replays per run (default 5)")
     p.add_argument("--seed", type=int, default=0, help="root seed of the simulated service times")
     p.add_argument("--out", metavar="DIR", help="where to write validation.json and the QQ plots "
-                   "(default: RUN_DIR/validation for one run, else ./validation)")
+                   "(default: RUN_DIR/validation for one run, else ./validation); a folder that exists must "
+                   "be empty, unless --force")
+    p.add_argument("--force", action="store_true", help="replace a non-empty --out folder (as a whole, once the "
+                   "new report is complete)")
     p.add_argument("--no-plot", action="store_true", help="skip the QQ plots")
     p.set_defaults(func=main)
 
@@ -48,6 +51,7 @@ def main(args) -> int:
     from rich.console import Console
 
     from sim.errors import CapsimError
+    from sim.results.files import check_folder, writing_folder
     from sim.validation import validate as v
 
     if sum(map(bool, (args.profile, args.calibrate, args.from_run))) != 1:
@@ -55,26 +59,20 @@ def main(args) -> int:
     if args.replications < 1:
         raise CapsimError(f"--replications = {args.replications}: must be >= 1")
     runs = [v.load_run(r) for r in args.runs]
-    out = Path(args.out) if args.out else (runs[0].path / "validation" if len(runs) == 1 else Path("validation"))
-    out.mkdir(parents=True, exist_ok=True)
-    profiles: dict[tuple, Path] = {}
-    records = []
-    for run in runs:
-        if args.from_run:
-            profile = v.profile_from_run_for(run, runs, args.from_run, out)
-        elif args.calibrate:
-            key = _calibration_key(run)
-            if key not in profiles:
-                profiles[key] = calibrate_for([r for r in runs if _calibration_key(r) == key], out, args.samples)
-            profile = profiles[key]
-        else:
-            from sim.profiles.profile import resolve_profile_path
+    given = None
+    if args.profile:
+        from sim.profiles.profile import resolve_profile_path
 
-            profile = resolve_profile_path(args.profile)
-        records.append(v.validate_run(run, profile, out, args.replications, args.seed, plot=not args.no_plot))
+        given = resolve_profile_path(args.profile)
+    out = Path(args.out) if args.out else (runs[0].path / "validation" if len(runs) == 1 else Path("validation"))
+    check_folder(out, force=args.force, inputs=[*(r.path for r in runs), *([given] if given else [])])
     console = Console()
-    console.print(v.error_table(records, console.width))
-    report = v.write_report(records, out)
+    with writing_folder(out, force=args.force) as work:  # profiles, traces and plots are written as it goes
+        records = [v.validate_run(run, profile, work, args.replications, args.seed, plot=not args.no_plot)
+                   for run, profile in zip(runs, _profiles(args, runs, given, work))]
+        console.print(v.error_table(records, console.width))
+        v.write_report(records, work)
+    report = out / "validation.json"
     summary = v.overall(records)
     console.print(f"runs within tolerance (p50 ±{v.TOLERANCES['latency_p50_s']:.0%}, p99 "
                   f"±{v.TOLERANCES['latency_p99_s']:.0%}, load ≤ {v.MAX_LOAD:.0%}): "
@@ -85,6 +83,23 @@ def main(args) -> int:
                       "the machine, not the simulator; rerun on a quiet machine")
     console.print(f"wrote {report}")
     return 0
+
+
+def _profiles(args, runs, given: Path | None, work: Path):
+    """The profile to replay each run with, made in ``work`` as it is needed (from runs or by calibrating)."""
+    from sim.validation import validate as v
+
+    calibrated: dict[tuple, Path] = {}
+    for run in runs:
+        if args.from_run:
+            yield v.profile_from_run_for(run, runs, args.from_run, work)
+        elif args.calibrate:
+            key = _calibration_key(run)
+            if key not in calibrated:
+                calibrated[key] = calibrate_for([r for r in runs if _calibration_key(r) == key], work, args.samples)
+            yield calibrated[key]
+        else:
+            yield given
 
 
 def _calibration_key(run) -> tuple:

@@ -1,11 +1,14 @@
 """Grid sweeps: many configurations × replications, resumable, on any executor.
 
 A *point* is a dict of dotted scenario keys to values (``{"fleet.replicas": 4}``). Each (point,
-replication) is one task, keyed by a hash of the scenario it simulates, the seed, the replication
+replication) is one task, keyed by a hash of the scenario it simulates, the contents of every file
+that scenario reads (profile, trace, manifest: ``sim.scenario.inputs``), the seed, the replication
 and the SLO window; its result row (the params, every summary metric, and the SLO-violation
 minutes) is written to a checkpoint directory as ``<key>.json`` the moment it completes. A rerun
 of the same sweep reads those files back and simulates only what is missing, so an interrupted
-sweep (Ctrl-C, a killed worker) loses at most the tasks that were running.
+sweep (Ctrl-C, a killed worker) loses at most the tasks that were running, and a changed profile or
+trace changes the keys, so a resumed sweep never reuses a result of the old one. A grid is refused
+before it is built when it holds more than ``MAX_RUNS`` runs.
 
 Arrivals depend only on (seed, replication) (``sim.runner.streams``): every configuration of one
 sweep sees the same traffic in replication r (common random numbers).
@@ -18,6 +21,7 @@ import itertools
 import json
 import math
 import os
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,13 +30,27 @@ import numpy as np
 import pandas as pd
 
 from sim.errors import CapsimError, ScenarioError
+from sim.results.files import writing_file
 from sim.results.metrics import replicate_summary
+from sim.scenario.inputs import input_files
 from sim.scenario.keys import updated
 from sim.scenario.load import scenario_from_dict, scenario_to_dict
 from sim.scenario.model import Scenario
 
-CHECKPOINT_VERSION = 1
+CHECKPOINT_VERSION = 2  # 2: keys include the contents of the files a scenario reads
 META_COLUMNS = ("point", "replication", "seed", "key")
+MAX_RUNS = 100_000  # points × replications one sweep or plan may run (docs/planner.md)
+
+
+def check_runs(value_counts: list[int], replications: int, flag: str = "--param") -> int:
+    """The number of runs of a grid with these numbers of values per key; more than ``MAX_RUNS`` is refused
+    (before the grid is built)."""
+    points = math.prod(value_counts)
+    runs = points * replications
+    if runs > MAX_RUNS:
+        raise ScenarioError(f"{flag}: {points:,} points × {replications} replications = {runs:,} runs; at most "
+                            f"{MAX_RUNS:,} runs are allowed: use fewer values or a coarser step (A..B:STEP)")
+    return runs
 
 
 def grid(params: dict[str, list]) -> list[dict]:
@@ -56,10 +74,33 @@ class Task:
     window_s: float | None
 
 
-def task_key(scenario_data: dict, base_dir: str, seed: int, replication: int, window_s: float | None) -> str:
+def task_key(scenario_data: dict, base_dir: str, seed: int, replication: int, window_s: float | None,
+             inputs: dict[str, str]) -> str:
+    """Hash of everything a run's result depends on; ``inputs``: scenario key → digest of the file it names."""
     blob = json.dumps({"v": CHECKPOINT_VERSION, "scenario": scenario_data, "base_dir": base_dir, "seed": seed,
-                       "replication": replication, "window_s": window_s}, sort_keys=True, default=str)
+                       "replication": replication, "window_s": window_s, "inputs": inputs},
+                      sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:24]
+
+
+def file_digest(path: Path) -> str:
+    """SHA-256 of a file's bytes (a file that cannot be read gets a marker: simulating it will say why)."""
+    try:
+        with open(path, "rb") as fh:
+            return hashlib.file_digest(fh, "sha256").hexdigest()
+    except OSError as exc:
+        return f"unreadable: {exc.strerror}"
+
+
+def input_digests(scenario: Scenario, cache: dict[Path, str]) -> dict[str, str]:
+    """Scenario key → digest of each file the scenario reads; ``cache`` holds each file's digest once."""
+    out = {}
+    for key, path in input_files(scenario).items():
+        path = path.resolve()
+        if path not in cache:
+            cache[path] = file_digest(path)
+        out[key] = cache[path]
+    return out
 
 
 def evaluate(task: Task) -> dict:
@@ -99,18 +140,40 @@ def slo_violation(requests: pd.DataFrame, warmup_s: float, horizon_s: float, slo
 
 def make_tasks(labelled: list[tuple[dict, Scenario]], *, seed: int | None, replications: int | None,
                window_s: float | None = None) -> list[Task]:
-    """Tasks for every (params, scenario) × replication; ``seed`` / ``replications`` None: each scenario's own."""
+    """Tasks for every (params, scenario) × replication; ``seed`` / ``replications`` None: each scenario's own.
+    Every file the scenarios read is hashed once here, whatever the number of tasks."""
     tasks = []
+    digests: dict[Path, str] = {}
     for i, (params, sc) in enumerate(labelled):
         data = scenario_to_dict(sc)
+        inputs = input_digests(sc, digests)
         s = sc.run.seed if seed is None else seed
         for r in range(sc.run.replications if replications is None else replications):
-            key = task_key(data, str(sc.base_dir), s, r, window_s)
+            key = task_key(data, str(sc.base_dir), s, r, window_s, inputs)
             tasks.append(Task(key, i, dict(params), data, str(sc.base_dir), s, r, window_s))
     return tasks
 
 
 # ---------------------------------------------------------------- checkpoint
+CHECKPOINT_ENTRY = re.compile(r"[0-9a-f]{24}\.(json|tmp\d+)")
+
+
+def is_checkpoint(directory: Path) -> bool:
+    """True when ``directory`` holds nothing but checkpoint rows (so it may be resumed or discarded)."""
+    return all(CHECKPOINT_ENTRY.fullmatch(entry.name) and entry.is_file() for entry in directory.iterdir())
+
+
+def discard_checkpoint(directory: str | Path) -> int:
+    """Delete the rows of a checkpoint (``--force``: simulate everything again); how many there were."""
+    directory = Path(directory)
+    if not directory.is_dir() or not is_checkpoint(directory):
+        return 0
+    rows = list(directory.iterdir())
+    for row in rows:
+        row.unlink(missing_ok=True)
+    return len(rows)
+
+
 class Checkpoint:
     """A directory of ``<task key>.json`` rows, each written atomically when its task completes."""
 
@@ -186,7 +249,10 @@ def run_sweep(scenario: Scenario, params: dict[str, list], *, replications: int 
               seed: int | None = None, executor=None, checkpoint_dir: str | Path | None = None,
               progress: bool = True, window_s: float | None = None,
               evaluate_fn: Callable[[Task], dict] = evaluate) -> SweepResult:
-    """Simulate the grid of ``params`` with ``replications`` each; resumable through ``checkpoint_dir``."""
+    """Simulate the grid of ``params`` with ``replications`` each; resumable through ``checkpoint_dir``.
+    A grid of more than ``MAX_RUNS`` runs is refused before it is built."""
+    check_runs([len(v) for v in params.values()],
+               scenario.run.replications if replications is None else replications)
     return run_points(scenario, grid(params), replications=replications, seed=seed, executor=executor,
                       checkpoint_dir=checkpoint_dir, progress=progress, window_s=window_s,
                       evaluate_fn=evaluate_fn, params=list(params))
@@ -255,11 +321,9 @@ def aggregate(records: list[dict], params: list[str]) -> pd.DataFrame:
 
 
 def write_rows(result: SweepResult, path: str | Path) -> Path:
-    """The sweep's rows as one Parquet file (params and metrics as columns)."""
-    path = Path(path)
-    if path.parent and not path.parent.exists():
-        path.parent.mkdir(parents=True)
+    """The sweep's rows as one Parquet file (params and metrics as columns), written atomically."""
     if result.rows.empty:
         raise CapsimError("the sweep produced no rows")
-    result.rows.to_parquet(path, index=False)
-    return path
+    with writing_file(path) as tmp:
+        result.rows.to_parquet(tmp, index=False)
+    return Path(path)

@@ -1,17 +1,31 @@
 """A plan for people: the ranked table in the terminal, and the files written to its output folder
-(candidates and Pareto fronts as Parquet, the Pareto plot, the recommended scenario)."""
+(candidates and Pareto fronts as Parquet, the Pareto plot, the recommended scenario).
+
+The folder also holds the plan's working state, ``checkpoint/`` (finished runs, for resuming) and
+``profiles/`` (roofline estimates the candidates use); the result files are written atomically around
+them (``sim.results.files``): a reader sees the previous plan's results or the new ones, never a mix."""
 
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import pandas as pd
 
 from sim.planner.search import pareto_front, slo_key
+from sim.results.files import writing_file, writing_folder
 from sim.scenario.keys import updated
 from sim.scenario.load import dump_scenario
 
 TABLE_ROWS = 15
+# What a plan folder holds: the results, then the working state carried over from one run to the next.
+PLAN_FILES = ("candidates.parquet", "pareto.parquet", "pareto.png", "recommended.yaml", "bisection.parquet")
+PLAN_STATE = ("checkpoint", "profiles")
+
+
+def is_plan_folder(path: Path) -> bool:
+    """True when ``path`` holds nothing but a plan's files (a rerun resumes from it and replaces them)."""
+    return all(entry.name in (*PLAN_FILES, *PLAN_STATE) for entry in path.iterdir())
 
 
 def print_plan(result, scenario, console=None) -> None:
@@ -63,29 +77,32 @@ def describe(row, params) -> str:
     return ", ".join(f"{p}={label(row, p)}" for p in shown) + f" at ${row['cost_per_hour_usd']:,.2f}/hour"
 
 
-def write_plan(result, scenario, out) -> None:
-    """candidates.parquet, pareto.parquet/.png and recommended.yaml under ``out``."""
-    out.mkdir(parents=True, exist_ok=True)
+def write_plan(result, scenario, out, force: bool = False) -> None:
+    """candidates.parquet, pareto.parquet/.png, recommended.yaml (and bisection.parquet) under ``out``,
+    replacing the previous plan's as a whole; ``checkpoint/`` and ``profiles/`` are kept. A folder holding
+    anything else is replaced only with ``force``."""
+    out = Path(out)
     table = result.table
-    table.to_parquet(out / "candidates.parquet", index=False)
     fronts = {"cost_vs_p99": pareto_front(table, "slo_upper_s"),
               "cost_vs_violation": pareto_front(table, "slo_violation_min")}
-    pd.concat([f.assign(frontier=name) for name, f in fronts.items()], ignore_index=True).to_parquet(
-        out / "pareto.parquet", index=False)
-    plot_pareto(table, fronts, scenario, out / "pareto.png")
     written = ["candidates.parquet", "pareto.parquet", "pareto.png"]
-    best = result.best
-    if best is not None:
-        updates = {k: _plain(best[k]) for k in result.params if k in best and best[k] is not None}
-        recommended = updated(scenario, updates, "recommended")
-        header = f"# Recommended by capsim plan ({result.search}): {describe(best, result.params)}\n"
-        if best.get("estimate"):
-            header += "# The service profile is a roofline ESTIMATE: calibrate this GPU before buying.\n"
-        (out / "recommended.yaml").write_text(header + dump_scenario(recommended))
-        written.append("recommended.yaml")
-    if result.bisections is not None:
-        result.bisections.reset_index(level=0, names="table").to_parquet(out / "bisection.parquet", index=False)
-        written.append("bisection.parquet")
+    with writing_folder(out, force=force, replaceable=is_plan_folder, keep=PLAN_STATE) as tmp:
+        table.to_parquet(tmp / "candidates.parquet", index=False)
+        pd.concat([f.assign(frontier=name) for name, f in fronts.items()], ignore_index=True).to_parquet(
+            tmp / "pareto.parquet", index=False)
+        plot_pareto(table, fronts, scenario, tmp / "pareto.png")
+        best = result.best
+        if best is not None:
+            updates = {k: _plain(best[k]) for k in result.params if k in best and best[k] is not None}
+            recommended = updated(scenario, updates, "recommended")
+            header = f"# Recommended by capsim plan ({result.search}): {describe(best, result.params)}\n"
+            if best.get("estimate"):
+                header += "# The service profile is a roofline ESTIMATE: calibrate this GPU before buying.\n"
+            (tmp / "recommended.yaml").write_text(header + dump_scenario(recommended))
+            written.append("recommended.yaml")
+        if result.bisections is not None:
+            result.bisections.reset_index(level=0, names="table").to_parquet(tmp / "bisection.parquet", index=False)
+            written.append("bisection.parquet")
     print(f"wrote {out}/ " + ", ".join(written))
 
 
@@ -117,5 +134,8 @@ def plot_pareto(table, fronts, scenario, path) -> None:
         ax.legend(fontsize=8)
     fig.suptitle(f"{scenario.name}: cost vs latency and vs SLO violation (unstable configurations left out)")
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    try:
+        with writing_file(path) as tmp:
+            fig.savefig(tmp, dpi=120)
+    finally:
+        plt.close(fig)

@@ -1,4 +1,4 @@
-"""Writing a run to disk and printing its summary table."""
+"""Writing a run folder (atomically, through ``sim.results.files``) and printing its summary table."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import json
 import math
 from pathlib import Path
 
+from sim.results.files import writing_folder
 from sim.runner import Result
 from sim.scenario.load import dump_scenario
 
@@ -81,19 +82,32 @@ def json_safe(value):
     return value
 
 
-def write_run(result: Result, out_dir: str | Path) -> Path:
-    """summary.json, requests/batches/timeseries/replicas .parquet and the scenario as run."""
+# Every file a run folder may hold (``capsim plot`` adds the timeline).
+RUN_FILES = frozenset({"summary.json", "requests.parquet", "batches.parquet", "timeseries.parquet",
+                       "replicas.parquet", "scenario.yaml", "replications.json", "timeline.png"})
+
+
+def is_run_folder(path: Path) -> bool:
+    """True when ``path`` holds nothing but the files of a run folder."""
+    return all(entry.name in RUN_FILES for entry in path.iterdir())
+
+
+def write_run(result: Result, out_dir: str | Path, *, force: bool = False, flag: str = "--out",
+              replaceable=None) -> Path:
+    """summary.json, requests/batches/timeseries/replicas .parquet and the scenario as run, written
+    atomically (``sim.results.files``): a non-empty ``out_dir`` is refused unless ``force`` (or
+    ``replaceable(out_dir)``), and is then replaced as a whole."""
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     summary = {k: json_safe(v) for k, v in result.summary.items()}
     summary["scenario"] = result.scenario.name
-    (out / "summary.json").write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
-    result.requests.to_parquet(out / "requests.parquet", index=False)
-    result.batches.to_parquet(out / "batches.parquet", index=False)
-    result.timeseries.to_parquet(out / "timeseries.parquet", index=False)
-    result.replicas.to_parquet(out / "replicas.parquet", index=False)
-    (out / "scenario.yaml").write_text(dump_scenario(result.scenario))
-    if result.per_replication and len(result.per_replication) > 1:
-        rows = [{k: json_safe(v) for k, v in r.items()} for r in result.per_replication]
-        (out / "replications.json").write_text(json.dumps(rows, indent=2) + "\n")
+    with writing_folder(out, flag, force=force, replaceable=replaceable) as tmp:
+        (tmp / "summary.json").write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
+        result.requests.to_parquet(tmp / "requests.parquet", index=False)
+        result.batches.to_parquet(tmp / "batches.parquet", index=False)
+        result.timeseries.to_parquet(tmp / "timeseries.parquet", index=False)
+        result.replicas.to_parquet(tmp / "replicas.parquet", index=False)
+        (tmp / "scenario.yaml").write_text(dump_scenario(result.scenario))
+        if result.per_replication and len(result.per_replication) > 1:
+            rows = [{k: json_safe(v) for k, v in r.items()} for r in result.per_replication]
+            (tmp / "replications.json").write_text(json.dumps(rows, indent=2) + "\n")
     return out

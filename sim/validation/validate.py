@@ -19,6 +19,7 @@ import pandas as pd
 
 from sim.errors import CapsimError
 from sim.profiles.profile import Profile, as_profile
+from sim.results.files import write_text, writing_file
 from sim.scenario.load import scenario_from_dict
 from sim.theory.queueing import batching_capacity_rps
 
@@ -242,7 +243,7 @@ def validate_run(run: BenchRun, profile_path: Path, out_dir: Path, replications:
         "max_queue_delay_ms": batching["max_queue_delay_s"] * 1e3,
         "preferred_batch_sizes": batching.get("preferred_batch_sizes", []),
         "requests": int(len(run.requests)), "offered_rps": offered, "load": load,
-        "profile": str(profile_path), "service_ratio": service_ratio(run, profile),
+        "profile": _relative(profile_path, out_dir), "service_ratio": service_ratio(run, profile),
         "batch_late_median_s": s.get("server", {}).get("batch_late_median_s"),
         "batch_late_p99_s": s.get("server", {}).get("batch_late_p99_s"),
         "loadgen_lag_p99_s": s.get("loadgen", {}).get("lag_p99_s"),
@@ -259,6 +260,12 @@ def validate_run(run: BenchRun, profile_path: Path, out_dir: Path, replications:
                 f"delay {batching['max_queue_delay_s'] * 1e3:g} ms")
         record["qq_png"] = png.name
     return record
+
+
+def _relative(path: Path, folder: Path) -> str:
+    """A file inside the report's folder by its name (the report may be moved), any other in full."""
+    path = Path(path)
+    return path.name if path.parent.resolve() == Path(folder).resolve() else str(path)
 
 
 def disturbance(settings: dict) -> list[str]:
@@ -316,8 +323,11 @@ def qq_plot(real_s: np.ndarray, sim_s: np.ndarray, path: Path, title: str) -> Pa
     ax.set_title(title, fontsize=8)
     ax.legend(fontsize=7, loc="upper left")
     fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+    try:
+        with writing_file(path) as tmp:
+            fig.savefig(tmp)
+    finally:
+        plt.close(fig)
     return path
 
 
@@ -358,9 +368,7 @@ def write_report(records: list[dict], out_dir: Path) -> Path:
     doc = {"schema": "capsim.validation/1", "tolerances": {k: v for k, v in TOLERANCES.items()},
            "tolerance_max_load": MAX_LOAD, "error_definition": "(sim - real) / real",
            "runs": records, "overall": overall(records)}
-    path = out_dir / "validation.json"
-    path.write_text(json.dumps(_rounded(doc), indent=1) + "\n")
-    return path
+    return write_text(out_dir / "validation.json", json.dumps(_rounded(doc), indent=1) + "\n")
 
 
 def _rounded(obj):

@@ -1,0 +1,39 @@
+"""The files a scenario reads besides its own YAML: the service profile, the arrival trace, the HPA manifest.
+
+Results depend on their contents, so a sweep's checkpoint keys on a hash of each
+(``sim.experiments.sweep``), and a command never replaces an output folder that holds one of them.
+"""
+
+from __future__ import annotations
+
+from contextlib import suppress
+from pathlib import Path
+
+from sim.errors import ProfileError
+from sim.scenario.model import Scenario
+
+
+def input_files(scenario: Scenario) -> dict[str, Path]:
+    """The scenario key → the file it names, resolved from the scenario's folder (a shipped profile's name
+    → its file under sim/data/profiles). A profile that cannot be found is left out: simulating says so."""
+    from sim.profiles.profile import resolve_profile_path
+
+    files: dict[str, Path] = {}
+    service = scenario.service
+    if service.type == "profile":
+        with suppress(ProfileError):
+            files["service.profile"] = resolve_profile_path(service.profile, scenario.base_dir)
+    arrivals = scenario.workload.arrivals
+    if arrivals.process == "trace":
+        files["workload.arrivals.path"] = scenario.resolve(arrivals.path)
+    manifest = getattr(scenario.autoscaler, "from_manifest", None)
+    if manifest:
+        files["autoscaler.from_manifest"] = scenario.resolve(manifest)
+    return files
+
+
+def files_given(ref: str | Path, scenario: Scenario) -> list[Path]:
+    """The scenario file as the user gave it (a path or an example's name) and every file it reads."""
+    from sim.scenario.examples import scenario_path
+
+    return [scenario_path(ref), *input_files(scenario).values()]
