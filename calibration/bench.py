@@ -25,6 +25,7 @@ from tqdm import tqdm
 from calibration.errors import CalibrationError
 from calibration.harness import Harness, LoopTiming
 from calibration.memory import MemoryProbe
+from calibration.models import described, out_of_memory
 
 
 @dataclass(frozen=True)
@@ -96,17 +97,18 @@ def run_benchmark(h: Harness, settings: BenchSettings, memory: MemoryProbe) -> B
     return result
 
 
-def _run(h: Harness, b: int, step):
-    """One timed step on ``b`` fresh requests; a model failure becomes a one-line error."""
-    requests = h.requests(b)
+def _run(h: Harness, b: int, step, requests=None):
+    """One timed step on ``b`` fresh requests (or those given); a model failure becomes a one-line error."""
+    requests = h.requests(b) if requests is None else requests
     try:
         return step(requests)
-    except RuntimeError as exc:  # dtype not implemented, out of memory, shape errors
-        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    except Exception as exc:  # noqa: BLE001 - the user's model may raise anything (dtype, shape, memory)
+        text = described(exc)
+        hint = ("; try another --dtype" if "not implemented for" in text
+                else "; out of memory: try smaller --batch-sizes" if out_of_memory(exc) else "")
         dtype = str(h.dtype).removeprefix("torch.")
-        hint = "; try another --dtype" if "not implemented for" in first_line else ""
         raise CalibrationError(f"the model failed at batch size {b} on {h.device.type} in {dtype}: "
-                               f"{first_line[:200]}{hint}") from None
+                               f"{text}{hint}") from None
 
 
 def _measure_size(h: Harness, result: SizeResult, settings: BenchSettings, memory: MemoryProbe,
@@ -114,8 +116,7 @@ def _measure_size(h: Harness, result: SizeResult, settings: BenchSettings, memor
     b = result.batch_size
     memory.reset()
     for _ in range(settings.warmup):
-        _run(h, b, h.serve)
-        h.sync()
+        _run(h, b, lambda reqs: (h.serve(reqs), h.sync()))  # a device error surfaces at the sync
         bar.update()
     for _ in range(settings.samples):
         timing: LoopTiming = _run(h, b, h.through_loop)
@@ -137,7 +138,7 @@ def _replay(h: Harness, bench: BenchResult, settings: BenchSettings, bar: tqdm) 
     for b, gap in zip(sizes, gaps, strict=True):
         requests = h.requests(int(b))
         time.sleep(float(gap))
-        timing = h.through_loop(requests)
+        timing = _run(h, int(b), h.through_loop, requests)
         latency.append(timing.latency_s)
         overhead.append(timing.host_overhead_s)
         bar.update()

@@ -12,7 +12,7 @@ from calibration.errors import CalibrationError
 from calibration.harness import Harness
 from calibration.load_times import measure_load
 from calibration.memory import MemoryProbe, max_batch_size_fits
-from calibration.models import build_model, default_batch_sizes
+from calibration.models import build_model, default_batch_sizes, described
 from calibration.writer import build_document, environment
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
@@ -52,15 +52,19 @@ def calibrate(req: CalibrationRequest) -> dict:
     built = build_model(req.model, req.seq_len, req.seed)
     try:
         model = built.model.to(device=device, dtype=dtype).eval()
-    except RuntimeError as exc:
-        raise CalibrationError(f"--dtype = {req.dtype!r}: cannot move the model to {req.device}: {exc}") from None
+    except Exception as exc:  # noqa: BLE001 - a user's module may raise anything
+        raise CalibrationError(f"--dtype = {req.dtype!r}: cannot move the model to {req.device}: "
+                               f"{described(exc)}") from None
     runnable = _compiled(model) if req.compile else model
     sizes = tuple(sorted(set(req.batch_sizes or default_batch_sizes(req.model))))
     settings = BenchSettings(batch_sizes=sizes, samples=req.samples, warmup=req.warmup,
                              replay_batches=req.replay_batches, replay_utilisation=req.replay_utilisation,
                              seed=req.seed, progress=req.progress)
     probe = MemoryProbe(device)
-    bench = run_benchmark(Harness(runnable, built.make_input, device, dtype), settings, probe)
+    try:
+        bench = run_benchmark(Harness(runnable, built.make_input, device, dtype), settings, probe)
+    except CalibrationError as exc:  # the model's own failure: say which model
+        raise CalibrationError(f"--model = {req.model!r}: {exc}") from None
     load = None
     if req.measure_load:
         load = measure_load(model, device, req.scratch_dir, req.runtime_start_runs)
@@ -69,7 +73,8 @@ def calibrate(req: CalibrationRequest) -> dict:
     total = probe.total_bytes()
     fits, how = max_batch_size_fits({b: r.peak_memory_bytes for b, r in bench.sizes.items()}, total)
     parameters = sum(p.numel() for p in model.parameters())
-    weight_bytes = sum(t.numel() * t.element_size() for t in model.state_dict().values())
+    weight_bytes = sum(t.numel() * t.element_size() for t in model.state_dict().values()
+                       if isinstance(t, torch.Tensor))  # a module's extra state may be anything
     return build_document(
         model={"name": built.name, "dtype": req.dtype, "compiled": req.compile, "parameters": parameters,
                "weight_bytes": weight_bytes, "seq_len": built.seq_len},

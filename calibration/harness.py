@@ -17,7 +17,9 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from calibration.models import MakeInput
+from calibration.errors import CalibrationError
+from calibration.models import MakeInput, described, out_of_memory
+from sim.errors import shown
 
 Request = tuple[torch.Tensor, ...]
 
@@ -44,10 +46,20 @@ class Harness:
 
     def requests(self, n: int) -> list[Request]:
         """``n`` fresh requests as host tensors (floating inputs already in the model's dtype)."""
-        return [self._as_request(self.make_input(1)) for _ in range(n)]
+        return [self._as_request(self._one_input()) for _ in range(n)]
+
+    def _one_input(self):
+        try:
+            return self.make_input(1)
+        except Exception as exc:  # noqa: BLE001 - the user's make_input may raise anything
+            hint = "; it must fit in memory many times over" if out_of_memory(exc) else ""
+            raise CalibrationError(f"make_input(1) raised {described(exc)}{hint}") from None
 
     def _as_request(self, x) -> Request:
-        parts = x if isinstance(x, tuple | list) else (x,)
+        parts = tuple(x) if isinstance(x, tuple | list) else (x,)
+        if not parts or not all(isinstance(p, torch.Tensor) for p in parts):
+            raise CalibrationError(f"make_input(1) returned {type(x).__name__} {shown(x)}; it must return a tensor "
+                                   "or a tuple of tensors, batch first")
         return tuple(p.to(self.dtype) if p.is_floating_point() else p for p in parts)
 
     def to_device(self, batch: Sequence[Request]) -> Request:

@@ -3,6 +3,10 @@
 A factory returns ``(model, make_input)`` where ``make_input(batch_size)`` returns the model's
 input for that many requests (a tensor or a tuple of tensors, batch first). Calibration calls
 ``make_input(1)`` once per request and concatenates, as a server assembles a batch.
+
+``module:factory`` imports that module and runs its code in this process: code execution by design.
+Whatever the user's code raises (at import, in the factory, in ``make_input`` or the forward pass)
+becomes one :class:`CalibrationError` line with the code's own message (:func:`described`).
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from torch import nn
 
 from calibration import nets
 from calibration.errors import CalibrationError
+from sim.errors import shown
 from sim.models.archs import BUILTIN_ARCHS, MlpArch, ResNetArch, TransformerArch, builtin_arch
 
 MakeInput = Callable[[int], "torch.Tensor | tuple[torch.Tensor, ...]"]
@@ -63,10 +68,26 @@ def default_batch_sizes(name: str) -> tuple[int, ...]:
 
 def check_model_name(name: str) -> None:
     """Fail early, before torch work, on a name that is neither built in nor ``module:factory``."""
-    if name in BUILTIN_MODELS or (":" in name and all(name.split(":", 1))):
+    module, _, factory = name.partition(":")
+    if name in BUILTIN_MODELS or (all(p.isidentifier() for p in module.split(".")) and factory.isidentifier()):
         return
-    raise CalibrationError(f"--model = {name!r}: unknown model; built-ins are {', '.join(BUILTIN_MODELS)}, "
-                           "or give module:factory for your own")
+    raise CalibrationError(f"--model = {shown(name)}: unknown model; built-ins are {', '.join(BUILTIN_MODELS)}, "
+                           "or give module:factory (a dotted module name and a function in it) for your own")
+
+
+def described(exc: BaseException) -> str:
+    """How the user's code failed, in one short line: ``ValueError: bad width``."""
+    lines = str(exc).strip().splitlines()
+    text = lines[0].strip() if lines else ""
+    text = text if len(text) <= 200 else text[:197] + "..."
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def out_of_memory(exc: BaseException) -> bool:
+    """A failed allocation: torch's OutOfMemoryError, Python's MemoryError or torch's CPU allocator."""
+    text = str(exc).lower()
+    return isinstance(exc, (torch.OutOfMemoryError, MemoryError)) or any(
+        words in text for words in ("out of memory", "not enough memory", "can't allocate memory"))
 
 
 def build_model(name: str, seq_len: int | None = None, seed: int = 0) -> BuiltModel:
@@ -100,19 +121,31 @@ def build_model(name: str, seq_len: int | None = None, seed: int = 0) -> BuiltMo
 
 
 def _load_factory(ref: str) -> tuple[nn.Module, MakeInput]:
+    """Import the module and call the factory (the user's code: anything it raises is one line)."""
     module_name, attr = ref.split(":", 1)
     cwd = str(Path.cwd())
     if cwd not in sys.path:  # `capsim` is a console script: let it find modules in the cwd
         sys.path.insert(0, cwd)
     try:
-        factory = getattr(importlib.import_module(module_name), attr)
+        module = importlib.import_module(module_name)
     except ModuleNotFoundError as exc:
-        raise CalibrationError(f"--model = {ref!r}: cannot import module {exc.name!r}") from None
-    except AttributeError:
-        raise CalibrationError(f"--model = {ref!r}: module {module_name!r} has no {attr!r}") from None
-    result = factory()
+        if exc.name and (module_name + ".").startswith(exc.name + "."):  # the module (or its package) itself
+            raise CalibrationError(f"--model = {ref!r}: cannot import module {exc.name!r}") from None
+        raise CalibrationError(f"--model = {ref!r}: importing {module_name!r} raised {described(exc)}") from None
+    except (Exception, SystemExit) as exc:  # a SyntaxError, or whatever its top-level code raises
+        raise CalibrationError(f"--model = {ref!r}: importing {module_name!r} raised {described(exc)}") from None
+    factory = getattr(module, attr, None)
+    if factory is None:
+        raise CalibrationError(f"--model = {ref!r}: module {module_name!r} has no {attr!r}")
+    if not callable(factory):
+        raise CalibrationError(f"--model = {ref!r}: {attr} is {shown(factory)}, not a function returning "
+                               "(torch.nn.Module, make_input(batch_size))")
+    try:
+        result = factory()
+    except (Exception, SystemExit) as exc:
+        raise CalibrationError(f"--model = {ref!r}: the factory raised {described(exc)}") from None
     if not (isinstance(result, tuple) and len(result) == 2 and isinstance(result[0], nn.Module)
             and callable(result[1])):
         raise CalibrationError(f"--model = {ref!r}: the factory must return (torch.nn.Module, "
-                               f"make_input(batch_size)), got {type(result).__name__}")
+                               f"make_input(batch_size)), got {type(result).__name__} {shown(result)}")
     return result

@@ -2,23 +2,24 @@
 
 The simulator reads profiles through :func:`load_profile` and never imports torch or the
 ``calibration`` package. Every problem with a file is a :class:`ProfileError` naming the file,
-the key, the bad value and what is allowed.
+the key, the bad value and what is allowed (the rules: ``sim/profiles/checks.py``).
 """
 
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from sim.errors import ProfileError
+from sim.profiles.checks import MAX_BATCH_SIZE, Checker, check_sections
 
 SCHEMA = "capsim.profile/1"
 KINDS = ("measured", "estimate")
 BUILTIN_DIR = Path(__file__).resolve().parents[1] / "data" / "profiles"
+MAX_FILE_BYTES = 64 * 2**20  # the largest shipped profile is under 0.1 MiB, a from-run speed trace a few MiB
 
 
 @dataclass(frozen=True, eq=False)
@@ -97,19 +98,37 @@ def load_profile(path: str | Path) -> Profile:
     path = Path(path)
     if not path.is_file():
         raise ProfileError(f"{path}: no such profile file (shipped profiles: {', '.join(list_builtin_profiles())})")
+    return profile_from_bytes(_read_bounded(path), path)
+
+
+def profile_from_bytes(data: bytes, path: str | Path = "<profile>") -> Profile:
+    """Parse and validate a profile file's content (an upload, say); ``path`` names it in errors."""
     try:
-        doc = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ProfileError(f"{path}: not valid JSON ({exc})") from None
+        doc = json.loads(data.decode("utf-8"))
+    except (ValueError, RecursionError) as exc:  # bad JSON or UTF-8, an integer of 4300+ digits, deep nesting
+        detail = " ".join(str(exc).split())[:120] or type(exc).__name__
+        raise ProfileError(f"{path}: not valid JSON ({detail})") from None
     return profile_from_dict(doc, path)
 
 
+def _read_bounded(path: Path) -> bytes:
+    """The file's bytes, refusing one over ``MAX_FILE_BYTES`` (also a /proc file, whose size reads 0)."""
+    try:
+        with path.open("rb") as f:
+            data = f.read(MAX_FILE_BYTES + 1) if path.stat().st_size <= MAX_FILE_BYTES else None
+    except OSError as exc:
+        raise ProfileError(f"{path}: cannot read the profile ({exc.strerror or type(exc).__name__})") from None
+    if data is None or len(data) > MAX_FILE_BYTES:
+        raise ProfileError(f"{path}: larger than {MAX_FILE_BYTES // 2**20} MiB; not a profile")
+    return data
+
+
 def profile_from_dict(doc: object, path: str | Path = "<profile>") -> Profile:
-    """Validate a parsed profile document (the checks of :func:`load_profile`)."""
+    """Validate a parsed profile document (the checks of :func:`load_profile`, docs/profile.md)."""
     path = Path(path)
     if not isinstance(doc, dict):
         raise ProfileError(f"{path}: the top level is {type(doc).__name__}; a JSON object is needed")
-    check = _Checker(path)
+    check = Checker(path)
     if doc.get("schema") != SCHEMA:
         check.fail("schema", doc.get("schema"), f"must be {SCHEMA!r}")
     kind = doc.get("kind")
@@ -121,87 +140,40 @@ def profile_from_dict(doc: object, path: str | Path = "<profile>") -> Profile:
         check.fail("batches", batches, "a non-empty list of batch entries is needed (no usable batch sizes)")
     latency, forward, host, first, memory = {}, {}, {}, {}, {}
     for i, entry in enumerate(batches):
-        b = check.batch_size(entry, i)
+        key = f"batches[{i}]"
+        if not isinstance(entry, dict):
+            check.fail(key, entry, "each batch entry is an object")
+        b = check.number(entry.get("batch_size"), f"{key}.batch_size", 1, MAX_BATCH_SIZE, integer=True,
+                         allowed=f"an integer >= 1, at most {MAX_BATCH_SIZE} (as batching.max_batch_size)")
         if b in latency:
-            check.fail(f"batches[{i}].batch_size", b, "each batch size may appear once")
-        latency[b] = check.samples(entry.get("latency_s"), f"batches[{i}].latency_s", needed=True)
-        forward[b] = check.samples(entry.get("forward_s"), f"batches[{i}].forward_s")
-        host[b] = check.samples(entry.get("host_overhead_s"), f"batches[{i}].host_overhead_s")
+            check.fail(f"{key}.batch_size", b, "each batch size may appear once")
+        latency[b] = check.samples(entry.get("latency_s"), f"{key}.latency_s", needed=True)
+        forward[b] = check.samples(entry.get("forward_s"), f"{key}.forward_s")
+        host[b] = check.samples(entry.get("host_overhead_s"), f"{key}.host_overhead_s")
         if entry.get("first_call_s") is not None:
-            first[b] = check.seconds(entry["first_call_s"], f"batches[{i}].first_call_s")
-        peak = entry.get("peak_memory_bytes")
-        if peak is not None and (isinstance(peak, bool) or not isinstance(peak, int) or peak < 0):
-            check.fail(f"batches[{i}].peak_memory_bytes", peak, "an integer >= 0 or null")
-        memory[b] = peak
+            first[b] = check.seconds(entry["first_call_s"], f"{key}.first_call_s")
+        memory[b] = check.byte_count(entry.get("peak_memory_bytes"), f"{key}.peak_memory_bytes")
+    host_overhead = check.samples(doc.get("host_overhead_s"), "host_overhead_s")
+    check_sections(doc, check)
     load = doc.get("load") or {}
-    weight_bytes = model.get("weight_bytes", load.get("weight_bytes"))
-    if weight_bytes is not None and (not isinstance(weight_bytes, int) or weight_bytes < 0):
-        check.fail("model.weight_bytes", weight_bytes, "an integer >= 0 or null")
     return Profile(
-        path=path, kind=kind, model_name=str(check.text(model, "model.name", "name")),
-        dtype=str(check.text(model, "model.dtype", "dtype")),
-        device=str(check.text(env, "environment.device", "device")), device_name=env.get("device_name"),
+        path=path, kind=kind, model_name=check.text(model, "model.name", "name"), dtype=model["dtype"],
+        device=env["device"], device_name=env.get("device_name"),
         batch_sizes=tuple(sorted(latency)), latency_s=dict(sorted(latency.items())),
         forward_s={b: v for b, v in sorted(forward.items()) if v.size}, first_call_s=first,
-        host_overhead_s=check.samples(doc.get("host_overhead_s"), "host_overhead_s"),
-        host_overhead_by_batch_s={b: v for b, v in sorted(host.items()) if v.size},
-        peak_memory_bytes=memory, weight_bytes=weight_bytes, load=dict(load), raw=doc,
+        host_overhead_s=host_overhead, host_overhead_by_batch_s={b: v for b, v in sorted(host.items()) if v.size},
+        peak_memory_bytes=memory, weight_bytes=model.get("weight_bytes", load.get("weight_bytes")),
+        load=dict(load), raw=doc,
     )
 
 
-class _Checker:
-    """Raises one-line errors naming the file, the key, the value and what is allowed."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-
-    def fail(self, key: str, value: object, allowed: str):
-        shown = repr(value) if len(repr(value)) <= 60 else repr(value)[:57] + "..."
-        raise ProfileError(f"{self.path}: {key} = {shown}: {allowed}")
-
-    def section(self, doc: dict, key: str) -> dict:
-        value = doc.get(key)
-        if not isinstance(value, dict):
-            self.fail(key, value, "an object is needed")
-        return value
-
-    def text(self, section: dict, key: str, field: str) -> str:
-        value = section.get(field)
-        if not isinstance(value, str) or not value:
-            self.fail(key, value, "a non-empty string is needed")
-        return value
-
-    def batch_size(self, entry: object, i: int) -> int:
-        if not isinstance(entry, dict):
-            self.fail(f"batches[{i}]", entry, "each batch entry is an object")
-        b = entry.get("batch_size")
-        if isinstance(b, bool) or not isinstance(b, int) or b < 1:
-            self.fail(f"batches[{i}].batch_size", b, "an integer >= 1")
-        return b
-
-    def seconds(self, x: object, key: str) -> float:
-        if isinstance(x, bool) or not isinstance(x, (int, float)) or not math.isfinite(x) or x < 0:
-            self.fail(key, x, "times must be finite numbers >= 0 (seconds)")
-        return float(x)
-
-    def samples(self, values: object, key: str, needed: bool = False) -> np.ndarray:
-        if values is None and not needed:
-            return _frozen(np.empty(0))
-        if not isinstance(values, list) or (needed and not values):
-            self.fail(key, values, "a list of at least one time in seconds is needed")
-        array = np.sort(np.array([self.seconds(x, key) for x in values], dtype=float))
-        if needed and not (array > 0).any():
-            self.fail(key, values, "at least one sample must be > 0 (no usable batch size)")
-        return _frozen(array)
-
-
 def write_profile(doc: dict, path: str | Path) -> Path:
-    """Validate ``doc`` as :func:`load_profile` would, then write it (lists of numbers on one line)."""
+    """Validate ``doc`` as :func:`load_profile` would, then write it atomically (lists of numbers on one line)."""
+    from sim.results.files import write_text
+
     path = Path(path)
     profile_from_dict(doc, path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(dumps(doc) + "\n")
-    return path
+    return write_text(path, dumps(doc) + "\n")
 
 
 def dumps(obj, indent: int = 0) -> str:
@@ -215,11 +187,6 @@ def dumps(obj, indent: int = 0) -> str:
     if isinstance(obj, list) and any(isinstance(v, dict | list) for v in obj):
         return "[\n" + ",\n".join(inner + dumps(v, indent + 2) for v in obj) + f"\n{pad}]"
     return json.dumps(obj, allow_nan=False)
-
-
-def _frozen(array: np.ndarray) -> np.ndarray:
-    array.setflags(write=False)
-    return array
 
 
 def builtin_profile_path(name: str) -> Path:

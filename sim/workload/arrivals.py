@@ -204,37 +204,55 @@ def trace(spec, rng, horizon_s, count, scenario=None) -> np.ndarray:
     return times[:count] if count is not None else times
 
 
-def read_trace(path: Path, column: str = "arrival_s", key: str | None = None) -> np.ndarray:
+def read_trace(path: Path, column: str = "arrival_s", key: str | None = None,
+               max_bytes: int = 256 * 2**20) -> np.ndarray:
     """Arrival times from a CSV or Parquet file; errors name the file, column and first bad row.
 
     ``key`` (e.g. ``workload.arrivals.path``) is the scenario key the file came from; messages then
-    read ``key = 'file': problem``, else ``file: problem``.
+    read ``key = 'file': problem``, else ``file: problem``. A file over ``max_bytes`` is refused
+    unread. Messages never echo the file beyond one value cut short (``sim.errors.shown``): the path
+    may point anywhere readable, and the header is listed only if it looks like column names.
     """
+    import io
+    import re
+
     import pandas as pd
+
+    from sim.errors import shown
 
     where = f"{key} = {str(path)!r}" if key else str(path)
     if not path.is_file():
         raise TraceError(f"{where}: trace file not found")
     try:
-        if path.suffix.lower() in (".parquet", ".pq"):
-            frame = pd.read_parquet(path)
-        else:
-            frame = pd.read_csv(path)
+        with path.open("rb") as f:  # bounded also where the size reads 0 (/proc) or the file grows
+            data = f.read(max_bytes + 1) if path.stat().st_size <= max_bytes else None
+    except OSError as exc:
+        raise TraceError(f"{where}: cannot read the trace ({exc.strerror or type(exc).__name__})") from None
+    if data is None or len(data) > max_bytes:
+        raise TraceError(f"{where}: larger than {max_bytes / 2**20:g} MiB, the most a trace may hold")
+    parquet = path.suffix.lower() in (".parquet", ".pq")
+    try:
+        frame = pd.read_parquet(io.BytesIO(data)) if parquet else pd.read_csv(io.BytesIO(data))
     except Exception as exc:  # noqa: BLE001 - any reader failure is a bad trace for the user
-        kind = "Parquet" if path.suffix.lower() in (".parquet", ".pq") else "CSV"
         detail = " ".join(str(exc).split())  # one line
-        raise TraceError(f"{where}: cannot read as {kind}: {detail}") from None
+        detail = detail if len(detail) <= 100 else detail[:97] + "..."
+        raise TraceError(f"{where}: cannot read as {'Parquet' if parquet else 'CSV'}: {detail}") from None
     if column not in frame.columns:
-        raise TraceError(f"{where}: no column {column!r} (columns: {', '.join(map(str, frame.columns)) or 'none'}); "
-                         "set workload.arrivals.column")
+        names = [str(c) for c in frame.columns]
+        listed = "columns: " + (", ".join(names) or "none")
+        if len(names) > 20 or not all(re.fullmatch(r"[\w .()/%-]{1,40}", n) for n in names):
+            listed = "its first row is not a header of column names"
+        elif len(listed) > 70:
+            listed = listed[:67] + "..."
+        raise TraceError(f"{where}: no column {shown(column)} ({listed}); set workload.arrivals.column")
     values = pd.to_numeric(frame[column], errors="coerce").to_numpy(dtype=float)
     if values.size == 0:
         raise TraceError(f"{where}: column {column!r} is empty; a trace needs at least one arrival")
     bad = np.flatnonzero(~np.isfinite(values))
     if bad.size:
         raw = frame[column].iloc[bad[0]]
-        shown = repr(raw.item() if hasattr(raw, "item") else raw)
-        raise TraceError(f"{where}: {column} in row {bad[0] + 1} is {shown}; times must be finite numbers")
+        raw = raw.item() if hasattr(raw, "item") else raw
+        raise TraceError(f"{where}: {column} in row {bad[0] + 1} is {shown(raw)}; times must be finite numbers")
     if values.min() < 0:
         row = int(np.argmin(values))
         raise TraceError(f"{where}: {column} in row {row + 1} is {values[row]:g}; times must be ≥ 0 seconds")
