@@ -119,7 +119,7 @@ def test_a_directory_that_is_not_a_run(tmp_path, capsys):
 
 
 def test_calibration_covers_the_sizes_the_runs_used(tmp_path):
-    from sim.cli.validate import calibration_sizes
+    from sim.validation.calibrated import calibration_sizes
 
     profile = deterministic_profile(tmp_path / "fixed.json")
     run_dir, result = fake_run(tmp_path, profile, max_batch=8)

@@ -8,11 +8,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-import numpy as np
-
 from sim.errors import ProfileError
-
-MIB = 1024**2
 
 
 def register(subparsers) -> None:
@@ -66,6 +62,7 @@ def from_run_cmd(args: argparse.Namespace) -> int:
 
     from sim.profiles.fromrun import profile_from_runs
     from sim.profiles.profile import load_profile, write_profile
+    from sim.profiles.report import profile_table
     from sim.results.files import check_file
     from sim.validation.validate import load_run
 
@@ -73,7 +70,7 @@ def from_run_cmd(args: argparse.Namespace) -> int:
     doc = profile_from_runs([load_run(r) for r in args.runs], source="capsim profile from-run", speed=args.speed)
     path = write_profile(doc, args.out)
     console = Console()
-    console.print(_table(load_profile(path)))
+    console.print(profile_table(load_profile(path)))
     response = doc.get("idle_response") or {}
     if response.get("gaps_s"):
         curve = ", ".join(f"{g * 1e3:.2g} ms: {r:.2f}x" for g, r in zip(response["gaps_s"], response["ratio"]))
@@ -89,6 +86,7 @@ def show_cmd(args: argparse.Namespace) -> int:
     from rich.console import Console
 
     from sim.profiles.profile import as_profile
+    from sim.profiles.report import plot_profile, profile_summary, profile_table
     from sim.results.files import check_file
 
     profile = as_profile(args.profile)
@@ -96,8 +94,8 @@ def show_cmd(args: argparse.Namespace) -> int:
     if not args.no_plot:
         target = check_file(args.plot or _default_plot_path(profile.path), "--plot")
     console = Console()
-    console.print(_table(profile))
-    for line in _summary(profile):
+    console.print(profile_table(profile))
+    for line in profile_summary(profile):
         console.print(line)
     if target is not None:
         console.print(f"plot: {plot_profile(profile, target)}")
@@ -160,46 +158,6 @@ def estimate_cmd(args: argparse.Namespace) -> int:
     return 0
 
 
-def _table(profile):
-    from rich.table import Table
-
-    title = f"{profile.model_name} {profile.dtype} on {profile.device_name or profile.device} ({profile.kind})"
-    table = Table(title=title)
-    for column in ("batch", "p50 ms", "p99 ms", "forward p50 ms", "throughput req/s", "first call ms",
-                   "peak memory MiB"):
-        table.add_column(column, justify="right")
-    for b in profile.batch_sizes:
-        lat = profile.latency_s[b]
-        fwd = profile.forward_s.get(b)
-        first = profile.first_call_s.get(b)
-        peak = profile.peak_memory_bytes.get(b)
-        table.add_row(str(b), f"{np.median(lat) * 1e3:.3f}", f"{np.quantile(lat, 0.99) * 1e3:.3f}",
-                      f"{np.median(fwd) * 1e3:.3f}" if fwd is not None else "-",
-                      f"{b / profile.mean_service_s(b):,.0f}",
-                      f"{first * 1e3:.2f}" if first is not None else "-",
-                      f"{peak / MIB:,.1f}" if peak is not None else "-")
-    return table
-
-
-def _summary(profile) -> list[str]:
-    lines = [f"file: {profile.path}",
-             "throughput = batch / (mean latency + mean host overhead), back to back"]
-    if profile.host_overhead_s.size:
-        lines.append(f"host overhead per batch: median {np.median(profile.host_overhead_s) * 1e6:.1f} us")
-    replay = profile.raw.get("serving_replay") or {}
-    if replay.get("median_ratio_to_benchmark") is not None:
-        lines.append(f"serving replay (idle gaps, mixed sizes): median latency "
-                     f"{replay['median_ratio_to_benchmark']:.2f}x the back-to-back benchmark")
-    cold = profile.cold_start_load_s()
-    lines.append(f"cold start (load + runtime start + warm-up): {cold:.2f} s" if cold is not None
-                 else "cold start: not fully measured (see load.notes)")
-    if profile.is_estimate:
-        est = profile.raw.get("estimate") or {}
-        lines.append(f"[bold yellow]ESTIMATE, not a measurement[/]: {est.get('method')} on {est.get('gpu')}; "
-                     f"{est.get('notes', '')}")
-    return lines
-
-
 def _default_plot_path(path: Path) -> Path:
     from sim.profiles.profile import BUILTIN_DIR
 
@@ -212,39 +170,3 @@ def _writable(folder: Path) -> bool:
     import os
 
     return os.access(folder, os.W_OK)
-
-
-def plot_profile(profile, target: Path) -> Path:
-    """Latency (p50 with a p10-p99 band, first calls) and throughput against batch size."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from sim.results.files import writing_file
-
-    sizes = np.array(profile.batch_sizes)
-    lat = [profile.latency_s[b] for b in sizes]
-    p10, p50, p99 = (np.array([np.quantile(x, q) * 1e3 for x in lat]) for q in (0.1, 0.5, 0.99))
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4.2))
-    ax1.fill_between(sizes, p10, p99, alpha=0.25, label="p10-p99")
-    ax1.plot(sizes, p50, marker="o", label="p50 end to end")
-    firsts = [(b, profile.first_call_s[b] * 1e3) for b in sizes if b in profile.first_call_s]
-    if firsts:
-        ax1.scatter(*zip(*firsts, strict=True), marker="x", color="C3", label="first call")
-    ax1.set(xscale="log", yscale="log", xlabel="batch size", ylabel="latency (ms)", title="latency")
-    ax2.plot(sizes, [b / profile.mean_service_s(int(b)) for b in sizes], marker="o")
-    ax2.set(xscale="log", xlabel="batch size", ylabel="requests/s", title="throughput (back to back)")
-    for ax in (ax1, ax2):
-        ax.set_xticks(sizes, [str(b) for b in sizes])
-        ax.grid(True, alpha=0.3)
-    ax1.legend()
-    kind = "ESTIMATE" if profile.is_estimate else "measured"
-    fig.suptitle(f"{profile.model_name} {profile.dtype} on {profile.device_name or profile.device} ({kind})")
-    fig.tight_layout()
-    try:
-        with writing_file(target, "--plot") as tmp:
-            fig.savefig(tmp, dpi=110)
-    finally:
-        plt.close(fig)
-    return target

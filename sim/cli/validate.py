@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import subprocess
-import sys
 from pathlib import Path
 
 EPILOG = """\
@@ -88,47 +86,16 @@ def main(args) -> int:
 def _profiles(args, runs, given: Path | None, work: Path):
     """The profile to replay each run with, made in ``work`` as it is needed (from runs or by calibrating)."""
     from sim.validation import validate as v
+    from sim.validation.calibrated import calibrate_for, calibration_key
 
     calibrated: dict[tuple, Path] = {}
     for run in runs:
         if args.from_run:
             yield v.profile_from_run_for(run, runs, args.from_run, work)
         elif args.calibrate:
-            key = _calibration_key(run)
+            key = calibration_key(run)
             if key not in calibrated:
-                calibrated[key] = calibrate_for([r for r in runs if _calibration_key(r) == key], work, args.samples)
+                calibrated[key] = calibrate_for([r for r in runs if calibration_key(r) == key], work, args.samples)
             yield calibrated[key]
         else:
             yield given
-
-
-def _calibration_key(run) -> tuple:
-    s = run.settings
-    return (s["model"], s["device"], s["dtype"], s["threads"], s.get("seed", 0))
-
-
-def calibration_sizes(runs) -> list[int]:
-    """Every size the runs used, 1, each run's max and the powers of two below it."""
-    sizes = {1}
-    for run in runs:
-        top = int(run.settings["batching"]["max_batch_size"])
-        sizes |= {int(b) for b in run.batches["size"].unique()} | {top}
-        sizes |= {2**k for k in range(top.bit_length()) if 2**k <= top}
-    return sorted(sizes)
-
-
-def calibrate_for(runs, out: Path, samples: int) -> Path:
-    """``capsim calibrate`` in a fresh process with the runs' model, device, dtype and thread count."""
-    from sim.errors import CapsimError
-
-    s = runs[0].settings
-    target = out / f"profile-{s['device']}-{s['threads']}t.json"
-    cmd = [sys.executable, "-m", "sim.cli", "calibrate", "--model", s["model"], "--device", s["device"],
-           "--dtype", s["dtype"], "--threads", str(s["threads"]), "--seed", str(s.get("seed", 0)),
-           "--batch-sizes", ",".join(map(str, calibration_sizes(runs))), "--samples", str(samples),
-           "--warmup", "5", "--replay-batches", "20", "--skip-load", "--no-progress", "--out", str(target)]
-    print("calibrating:", " ".join(cmd[3:]), flush=True)
-    done = subprocess.run(cmd, capture_output=True, text=True, check=False)
-    if done.returncode != 0:
-        raise CapsimError(f"--calibrate: capsim calibrate failed: {(done.stderr or done.stdout).strip()[-400:]}")
-    return target

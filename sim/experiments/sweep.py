@@ -30,8 +30,10 @@ import numpy as np
 import pandas as pd
 
 from sim.errors import CapsimError, ScenarioError
+from sim.experiments.executors import SerialExecutor
 from sim.results.files import writing_file
 from sim.results.metrics import replicate_summary
+from sim.runner import run_once
 from sim.scenario.inputs import input_files
 from sim.scenario.keys import updated
 from sim.scenario.load import scenario_from_dict, scenario_to_dict
@@ -105,8 +107,6 @@ def input_digests(scenario: Scenario, cache: dict[Path, str]) -> dict[str, str]:
 
 def evaluate(task: Task) -> dict:
     """Simulate one task: the row with params, every summary metric and the SLO-violation minutes."""
-    from sim.runner import run_once
-
     scenario = scenario_from_dict(task.scenario, base_dir=task.base_dir)
     requests, _, _, _, summary = run_once(scenario, task.seed, task.replication)
     horizon = scenario.run.duration_s or float(requests["arrival_s"].max())
@@ -216,8 +216,6 @@ class SweepResult:
 def run_tasks(tasks: list[Task], *, executor=None, checkpoint: Checkpoint | None = None, progress: bool = True,
               evaluate_fn: Callable[[Task], dict] = evaluate, desc: str = "sweep") -> tuple[list[dict], int]:
     """Rows of every task (read from the checkpoint where present), and how many were simulated."""
-    from sim.experiments.executors import SerialExecutor
-
     executor = executor or SerialExecutor()
     results: dict[str, dict] = {}
     for task in tasks:

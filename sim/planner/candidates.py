@@ -35,7 +35,6 @@ class Candidate:
 def gpu_candidates(scenario: Scenario, gpus: list[str] | None = None, estimates: bool = True,
                    profile_dir: str | Path = "profiles") -> list[Candidate]:
     """The scenario's own device, shipped profiles of its model elsewhere, and catalog estimates."""
-
     if scenario.service.type != "profile":
         label = scenario.fleet.gpu or "as given"
         return [Candidate(label, None, scenario.cost.usd_per_replica_hour, False, 65536)]

@@ -54,7 +54,6 @@ class Space:
 
     def configs(self) -> list[dict]:
         """Every (device, batching, extra) combination as scenario updates, without replicas."""
-
         out = []
         for cand in self.candidates:
             for b in (b for b in self.batch_sizes if b <= cand.max_batch_size):
@@ -66,7 +65,6 @@ class Space:
 
     def valid_configs(self, scenario: Scenario) -> tuple[list[dict], int]:
         """The combinations the scenario accepts (e.g. min_replicas ≤ max_replicas), and how many were not."""
-
         good = []
         for config in self.configs():
             try:
@@ -203,7 +201,6 @@ class Evaluator:
 
 def grid_points(scenario: Scenario, space: Space, configs: list[dict]) -> list[dict]:
     """Full grid; replicas default to ⌈rate/capacity⌉ .. 2⌈rate/capacity⌉ + 1 per configuration."""
-
     points = []
     rate = offered_rate_rps(scenario)
     for config in configs:
@@ -249,7 +246,6 @@ def plan(scenario: Scenario, space: Space, runner: Evaluator, search: str = "gri
 # ---------------------------------------------------------------- bisection on the per-replica rate
 def offered_rate_rps(scenario: Scenario) -> float:
     """Mean arrival rate of the scenario's traffic (replication 0 of its seed, over the horizon)."""
-
     times = arrival_times(scenario, streams(scenario.run.seed, 0)["arrivals"])
     horizon = scenario.run.duration_s or float(times[-1])
     return times.size / horizon if times.size else 0.0
@@ -257,7 +253,6 @@ def offered_rate_rps(scenario: Scenario) -> float:
 
 def replica_capacity_rps(scenario: Scenario) -> float:
     """Most requests/s one replica serves (every instance running its most efficient batch size)."""
-
     service = build_service(scenario, np.random.default_rng(0))
     return fleet_capacity_rps(scenario, service) / scenario.fleet.replicas
 
@@ -324,7 +319,6 @@ class Bisection:
 
 def bisect_search(scenario: Scenario, configs: list[dict], runner: Evaluator) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Vidur-style search, all configurations advancing in lock step (each round runs in parallel)."""
-
     rate = offered_rate_rps(scenario)
     states = []
     for config in configs:

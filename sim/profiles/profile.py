@@ -15,6 +15,7 @@ import numpy as np
 
 from sim.errors import ProfileError
 from sim.profiles.checks import MAX_BATCH_SIZE, Checker, check_sections
+from sim.results.files import write_text
 
 SCHEMA = "capsim.profile/1"
 KINDS = ("measured", "estimate")
@@ -169,8 +170,6 @@ def profile_from_dict(doc: object, path: str | Path = "<profile>") -> Profile:
 
 def write_profile(doc: dict, path: str | Path) -> Path:
     """Validate ``doc`` as :func:`load_profile` would, then write it atomically (lists of numbers on one line)."""
-    from sim.results.files import write_text
-
     path = Path(path)
     profile_from_dict(doc, path)
     return write_text(path, dumps(doc) + "\n")

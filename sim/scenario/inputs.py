@@ -10,14 +10,14 @@ from contextlib import suppress
 from pathlib import Path
 
 from sim.errors import ProfileError
+from sim.profiles.profile import resolve_profile_path
+from sim.scenario.examples import scenario_path
 from sim.scenario.model import Scenario
 
 
 def input_files(scenario: Scenario) -> dict[str, Path]:
     """The scenario key → the file it names, resolved from the scenario's folder (a shipped profile's name
     → its file under sim/data/profiles). A profile that cannot be found is left out: simulating says so."""
-    from sim.profiles.profile import resolve_profile_path
-
     files: dict[str, Path] = {}
     service = scenario.service
     if service.type == "profile":
@@ -34,6 +34,4 @@ def input_files(scenario: Scenario) -> dict[str, Path]:
 
 def files_given(ref: str | Path, scenario: Scenario) -> list[Path]:
     """The scenario file as the user gave it (a path or an example's name) and every file it reads."""
-    from sim.scenario.examples import scenario_path
-
     return [scenario_path(ref), *input_files(scenario).values()]

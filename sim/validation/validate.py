@@ -18,7 +18,8 @@ import numpy as np
 import pandas as pd
 
 from sim.errors import CapsimError
-from sim.profiles.profile import Profile, as_profile
+from sim.profiles.fromrun import profile_from_runs
+from sim.profiles.profile import Profile, as_profile, write_profile
 from sim.results.files import write_text, writing_file
 from sim.scenario.load import scenario_from_dict
 from sim.theory.queueing import batching_capacity_rps
@@ -135,8 +136,6 @@ def profile_from_run_for(run: BenchRun, runs: list[BenchRun], mode: str, out_dir
     """
     if mode not in FROM_RUN_MODES:
         raise CapsimError(f"--from-run = {mode!r}: must be one of {', '.join(FROM_RUN_MODES)}")
-    from sim.profiles.fromrun import profile_from_runs
-    from sim.profiles.profile import write_profile
 
     if mode in ("self", "replay"):
         sources = [run]

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from sim.errors import TraceError
+from sim.errors import TraceError, shown
 from sim.scenario.model import mean_rate_rps
 
 ARRIVALS: dict[str, Callable[..., np.ndarray]] = {}
@@ -218,7 +218,6 @@ def read_trace(path: Path, column: str = "arrival_s", key: str | None = None,
 
     import pandas as pd
 
-    from sim.errors import shown
 
     where = f"{key} = {str(path)!r}" if key else str(path)
     if not path.is_file():
