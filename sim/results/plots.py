@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pandas as pd
+
+from sim.errors import CapsimError
+from sim.results.files import check_file, writing_file
+from sim.scenario.yaml_reader import read_text_file, read_yaml
 
 
 def plot_timeline(ts: pd.DataFrame, out: str | Path, title: str = "", slo_latency_s: float | None = None) -> Path:
@@ -53,7 +58,30 @@ def plot_timeline(ts: pd.DataFrame, out: str | Path, title: str = "", slo_latenc
     for ax in axes:
         ax.grid(alpha=0.3)
     fig.suptitle(title or "capsim timeline")
-    out = Path(out)
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
-    return out
+    try:
+        with writing_file(out) as tmp:
+            fig.savefig(tmp, dpi=110)
+    finally:
+        plt.close(fig)
+    return Path(out)
+
+
+def plot_run(run_dir: str | Path, out: str | Path | None = None) -> Path:
+    """The timeline PNG of a run folder written by ``capsim simulate --out`` (default ``RUN_DIR/timeline.png``)."""
+    run = Path(run_dir)
+    ts_path = run / "timeseries.parquet"
+    if not ts_path.is_file():
+        raise CapsimError(f"run_dir = {str(run)!r}: no timeseries.parquet there; write one with "
+                          "`capsim simulate SCENARIO --out DIR`")
+    target = check_file(out or run / "timeline.png")
+    try:
+        ts = pd.read_parquet(ts_path)
+        summary = json.loads((run / "summary.json").read_text()) if (run / "summary.json").is_file() else {}
+    except (OSError, ValueError) as exc:
+        raise CapsimError(f"run_dir = {str(run)!r}: not a readable run folder ({' '.join(str(exc).split())[:200]})") from None
+    slo = None
+    if (run / "scenario.yaml").is_file():
+        data = read_yaml(read_text_file(run / "scenario.yaml"), str(run / "scenario.yaml"))
+        slo = ((data or {}).get("slo") or {}).get("latency_s") if isinstance(data, dict) else None
+    return plot_timeline(ts, target, title=str(summary.get("scenario", run.name)),
+                         slo_latency_s=slo if isinstance(slo, int | float) else None)
