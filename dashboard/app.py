@@ -1,7 +1,9 @@
 """capsim's what-if dashboard: `capsim dashboard` (or `make run`) starts it.
 
-The entry point only sets the page up and hands over to the page the user picked; every page
-lives in ``dashboard/views`` (the files in ``dashboard/pages`` just call them).
+The entry point only sets the page up and hands over to the page the user picked. The pages are the
+``render`` functions of ``dashboard/views``, named here with their titles, icons and URLs; this is the
+one navigation (there is no ``pages/`` folder for Streamlit to discover beside it), so a page opened
+by its URL (``/calibration``) shows the same sidebar and layout as one reached by a click.
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # run from a checkout without `pip install -e .`
     sys.path.insert(0, str(ROOT))
 
+from dashboard.views import autoscaling, batching, calibration, planner, what_if  # noqa: E402
+
 st.set_page_config(page_title="capsim what-if", page_icon=":material/speed:", layout="wide")
 # Denser than the defaults so a 1280x800 screen shows the numbers and the first charts together.
 st.html("""<style>
@@ -23,10 +27,10 @@ st.html("""<style>
 h1 { font-size: 2.1rem !important; padding-bottom: 0.2rem !important; }
 </style>""")
 PAGES = [
-    st.Page("pages/what_if.py", title="What-if", icon=":material/tune:", default=True),
-    st.Page("pages/batching.py", title="Batching trade-off", icon=":material/stacks:"),
-    st.Page("pages/autoscaling.py", title="Autoscaling", icon=":material/trending_up:"),
-    st.Page("pages/calibration.py", title="Calibration", icon=":material/straighten:"),
-    st.Page("pages/planner.py", title="Planner", icon=":material/explore:"),
+    st.Page(what_if.render, title="What-if", icon=":material/tune:", url_path="what-if", default=True),
+    st.Page(batching.render, title="Batching trade-off", icon=":material/stacks:", url_path="batching"),
+    st.Page(autoscaling.render, title="Autoscaling", icon=":material/trending_up:", url_path="autoscaling"),
+    st.Page(calibration.render, title="Calibration", icon=":material/straighten:", url_path="calibration"),
+    st.Page(planner.render, title="Planner", icon=":material/explore:", url_path="planner"),
 ]
 st.navigation(PAGES).run()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import tempfile
 from dataclasses import dataclass
 
 import pandas as pd
@@ -76,6 +77,15 @@ def theory_vs_sim(yaml_text: str, base_dir: str, seed: int, loads: tuple[float, 
 
 
 @st.cache_data(max_entries=16, show_spinner=False)
+def replica_capacity_rps(yaml_text: str, base_dir: str) -> float:
+    """Most requests/s one replica of the scenario serves: its most efficient batch size, back to back."""
+    from sim.planner.search import replica_capacity_rps as capacity
+
+    one = updated(scenario_from_yaml_text(yaml_text, base_dir), {"autoscaler": {"type": "static"}, "fleet.replicas": 1})
+    return capacity(one)
+
+
+@st.cache_data(max_entries=16, show_spinner=False)
 def profile_table(path: str) -> tuple[pd.DataFrame, dict]:
     """Per-batch-size figures of a profile file plus its header facts."""
     from sim.profiles.profile import load_profile
@@ -99,18 +109,18 @@ def plan_table(yaml_text: str, base_dir: str, seed: int, slo_s: float, search: s
                batch_sizes: tuple[int, ...], queue_delays_s: tuple[float, ...], max_requests: int
                ) -> tuple[pd.DataFrame, dict | None, list[str], list[str]]:
     """``sim.planner.search`` on a shortened copy of the scenario: (ranked table with ``on_front``, best row,
-    notes, varied keys)."""
-    from dashboard.state import UPLOAD_DIR
+    notes, varied keys). Roofline estimates for catalog GPUs live in a temporary directory for the search."""
     from sim.planner import search as planner
     from sim.planner.candidates import gpu_candidates
 
     scenario = updated(scenario_from_yaml_text(yaml_text, base_dir),
         {"slo.latency_s": slo_s, "run.replications": 1})
     scenario = whatif.shortened(scenario, max_requests)
-    candidates = gpu_candidates(scenario, None, estimates, UPLOAD_DIR / "planner-profiles")
-    space = planner.Space(candidates, list(batch_sizes), list(queue_delays_s))
-    runner = planner.Evaluator(scenario, 1, seed, progress=False)
-    result = planner.plan(scenario, space, runner, search)
+    with tempfile.TemporaryDirectory(prefix="capsim-planner-") as estimates_dir:
+        candidates = gpu_candidates(scenario, None, estimates, estimates_dir)
+        space = planner.Space(candidates, list(batch_sizes), list(queue_delays_s))
+        runner = planner.Evaluator(scenario, 1, seed, progress=False)
+        result = planner.plan(scenario, space, runner, search)
     table = result.table.copy()
     front = planner.pareto_front(table, "slo_upper_s")
     table["on_front"] = table.index.isin(front.index)

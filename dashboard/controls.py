@@ -13,13 +13,14 @@ from typing import Any
 
 import streamlit as st
 
-from dashboard import state, whatif
+from dashboard import state, uploads, whatif
 from sim.errors import CapsimError
 from sim.hardware.gpus import gpu_catalog
 from sim.profiles.profile import list_builtin_profiles
 from sim.scenario.keys import updated
 from sim.scenario.model import Scenario, mean_rate_rps
 from sim.serving.routers import ROUTERS
+from sim.workload.arrivals import expected_count, read_trace
 
 UPLOAD = "__upload__"
 LOADED = "__loaded__"
@@ -70,9 +71,11 @@ def what_if_inputs(base: Scenario, where=None) -> Inputs:
 # ---------------------------------------------------------------- sections
 def _traffic(base: Scenario, sid: str, inputs: Inputs) -> None:
     a = base.workload.arrivals
-    options = list(whatif.PATTERNS) if a.process in whatif.PATTERNS else [LOADED, *whatif.PATTERNS]
+    # Processes the inputs cannot rebuild, and a loaded trace (which has no upload here), stay as loaded.
+    keep = a.process not in whatif.PATTERNS or a.process == "trace"
+    options = [LOADED, *whatif.PATTERNS] if keep else list(whatif.PATTERNS)
     labels = {**whatif.PATTERN_LABELS, LOADED: f"as loaded ({a.process})"}
-    current = a.process if a.process in whatif.PATTERNS else LOADED
+    current = LOADED if keep else a.process
     pattern = st.selectbox("Arrival pattern", options, index=options.index(current),
                            format_func=labels.__getitem__, key=f"{sid}:pattern")
     if pattern == LOADED:
@@ -105,22 +108,14 @@ def _traffic(base: Scenario, sid: str, inputs: Inputs) -> None:
     elif pattern == "trace":
         _trace(base, sid, inputs)
         return
-    built = whatif.arrivals_for(pattern, rate, duration, **opts)
-    if same:  # keep the loaded timing (period, spike start...) and change only what the inputs set
-        built = _keep_timing(a.model_dump(mode="json"), built)
+    # The same process keeps the loaded timing (period, spike start...): only what the inputs set changes.
+    built = whatif.keep_timing(a.model_dump(mode="json"), whatif.arrivals_for(pattern, rate, duration, **opts))
     _put(inputs, "workload.arrivals", built, a.model_dump(mode="json"))
-
-
-def _keep_timing(loaded: dict, built: dict) -> dict:
-    timing = {"diurnal": ("period_s", "peak_at_s"), "spike": ("start_s", "duration_s", "ramp_s")}
-    for key in timing.get(built["process"], ()):
-        built[key] = loaded[key]
-    return built
 
 
 def _trace(base: Scenario, sid: str, inputs: Inputs) -> None:
     upload = st.file_uploader("Trace CSV (one arrival time per row, seconds)", type=["csv", "parquet"],
-                              key=f"{sid}:trace_file")
+                              key=f"{sid}:trace_file", max_upload_size=uploads.MAX_UPLOAD_MB)
     if upload is None:
         inputs.errors.append("Upload a trace CSV to replay it (or pick another arrival pattern).")
         return
@@ -135,9 +130,12 @@ def _trace(base: Scenario, sid: str, inputs: Inputs) -> None:
     except CapsimError as exc:
         inputs.errors.append(str(exc))
         return
-    from sim.workload.arrivals import read_trace
-
-    last = float(read_trace(path, column)[-1]) * scale
+    times = read_trace(path, column)
+    if times.size > whatif.MAX_DASHBOARD_REQUESTS:
+        inputs.errors.append(f"{upload.name}: {times.size:,} arrivals; the dashboard replays at most "
+                             f"{whatif.MAX_DASHBOARD_REQUESTS:,} (replay longer traces with `capsim simulate`)")
+        return
+    last = float(times[-1]) * scale
     duration = max(last, 1e-3) * 1.0001
     inputs.updates["workload.arrivals"] = whatif.arrivals_for("trace", 1.0, duration, trace_path=str(path),
                                                              trace_column=column, time_scale=scale)
@@ -161,7 +159,8 @@ def _model(base: Scenario, sid: str, inputs: Inputs) -> None:
                           key=f"{sid}:profile")
     profile_ref = None
     if choice == UPLOAD:
-        upload = st.file_uploader("Profile JSON (capsim.profile/1)", type=["json"], key=f"{sid}:profile_file")
+        upload = st.file_uploader("Profile JSON (capsim.profile/1)", type=["json"], key=f"{sid}:profile_file",
+                                  max_upload_size=uploads.MAX_UPLOAD_MB)
         if upload is None:
             inputs.errors.append("Upload a profile JSON (or pick a shipped profile).")
         else:
@@ -247,7 +246,7 @@ def _run(base: Scenario, sid: str, inputs: Inputs) -> None:
     inputs.seed = int(st.number_input("Seed", 0, 2**31 - 1, r.seed, key=f"{sid}:seed"))
     try:
         sized = updated(base, {k: v for k, v in inputs.updates.items() if k.startswith(("run.", "workload."))})
-        expected = whatif.expected_requests(sized)
+        expected = expected_count(sized)
     except CapsimError:
         expected = math.nan
     if math.isfinite(expected):

@@ -49,6 +49,17 @@ def count(x, unit: str = "") -> str:
     return f"{text} {unit}".rstrip()
 
 
+def compact(x, unit: str = "") -> str:
+    """A large count short enough for a metric card: 682,347 -> "682k", 1,250,000 -> "1.25M"; below
+    10,000 as :func:`count` gives it."""
+    if not _ok(x) or abs(x) < 10_000:
+        return count(x, unit)
+    for suffix, size in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if abs(x) >= size * 0.9995:  # what rounds up to 1000k reads 1M
+            return f"{x / size:.3g}{suffix} {unit}".rstrip()
+    return count(x, unit)
+
+
 def nbytes(x) -> str:
     if not _ok(x):
         return DASH

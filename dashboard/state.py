@@ -1,28 +1,30 @@
 """The loaded (baseline) scenario and uploaded files, kept in the session.
 
 The baseline is held as YAML text plus the directory its relative paths resolve from, so cached
-computations can key on plain strings. Uploads are written once, content-addressed, under the
-system temp directory, so a scenario can refer to an uploaded trace or profile by path.
+computations can key on plain strings. Uploads are written once, content-addressed, into this
+session's private directory (``dashboard/uploads.py``), so a scenario can refer to an uploaded trace or
+profile by path; a scenario may refer to no other file but those shipped with capsim.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import streamlit as st
 
+from dashboard import uploads
 from sim.errors import CapsimError, ProfileError, TraceError
 from sim.scenario.examples import DEFAULT_EXAMPLE, list_examples
 from sim.scenario.load import dump_scenario, scenario_from_yaml_text
 from sim.scenario.model import Scenario
+from sim.scenario.yaml_reader import read_yaml
 
 DEFAULT_SCENARIO = list_examples()[DEFAULT_EXAMPLE]
-UPLOAD_DIR = Path(tempfile.gettempdir()) / "capsim-dashboard"
 _KEY = "capsim_baseline"
+_UPLOADS = "capsim_uploads"
 
 
 @dataclass(frozen=True)
@@ -48,29 +50,27 @@ def baseline() -> Baseline:
 
 
 def set_baseline(text: str, source: str, base_dir: str | None = None) -> Scenario:
-    """Validate and adopt a scenario; raises CapsimError (and keeps the old one) when invalid."""
+    """Validate and adopt a scenario; raises CapsimError (and keeps the old one) when invalid, or when it
+    refers to a file neither uploaded in this session nor shipped with capsim."""
     base_dir = base_dir or str(DEFAULT_SCENARIO.parent)
+    uploads.check_files(read_yaml(text, source), base_dir, upload_dir().path, source)
     scenario = scenario_from_yaml_text(text, base_dir, source)
     st.session_state[_KEY] = Baseline(dump_scenario(scenario), base_dir, source)
     return scenario
 
 
-def store_upload(data: bytes, suffix: str) -> Path:
-    """Write uploaded bytes once under a content-addressed name; return the path."""
-    UPLOAD_DIR.mkdir(parents=True, exist_ok=True)
-    path = UPLOAD_DIR / (hashlib.sha256(data).hexdigest()[:20] + suffix)
-    if not path.exists():
-        tmp = path.with_suffix(path.suffix + ".part")
-        tmp.write_bytes(data)
-        tmp.replace(path)
-    return path
+def upload_dir() -> uploads.UploadDir:
+    """This session's private upload directory, made on first use; it goes when the session's state goes."""
+    if _UPLOADS not in st.session_state:
+        st.session_state[_UPLOADS] = uploads.UploadDir()
+    return st.session_state[_UPLOADS]
 
 
 def stored_trace(data: bytes, name: str, column: str) -> Path:
     """Store an uploaded trace and check it reads as arrival times; TraceError names the upload."""
     from sim.workload.arrivals import read_trace
 
-    path = store_upload(data, ".parquet" if name.lower().endswith((".parquet", ".pq")) else ".csv")
+    path = upload_dir().store(data, ".parquet" if name.lower().endswith((".parquet", ".pq")) else ".csv", name)
     try:
         read_trace(path, column)
     except TraceError as exc:
@@ -83,6 +83,7 @@ def trace_columns(data: bytes, name: str) -> list[str]:
 
     import pandas as pd
 
+    uploads.check_size(len(data), name)
     try:
         if name.lower().endswith((".parquet", ".pq")):
             return [str(c) for c in pd.read_parquet(io.BytesIO(data)).columns]
@@ -95,23 +96,26 @@ def stored_profile(data: bytes, name: str) -> Path:
     """Validate an uploaded profile JSON and store it; ProfileError names the upload."""
     from sim.profiles.profile import profile_from_dict
 
+    uploads.check_size(len(data), name)
     try:
         doc = json.loads(data.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ProfileError(f"{name}: not valid JSON ({exc})") from None
     profile_from_dict(doc, name)
-    return store_upload(data, ".json")
+    return upload_dir().store(data, ".json", name)
 
 
 # ---------------------------------------------------------------- the sidebar loader
 def scenario_sidebar() -> None:
     """Upload / edit / reset the baseline scenario (every page shows it first in the sidebar)."""
     with st.sidebar.expander("Scenario", expanded=False):
-        upload = st.file_uploader("Upload a scenario YAML", type=["yaml", "yml"], key="scenario_upload")
+        upload = st.file_uploader("Upload a scenario YAML", type=["yaml", "yml"], key="scenario_upload",
+                                  max_upload_size=uploads.MAX_UPLOAD_MB)
         if upload is not None and st.session_state.get("scenario_upload_id") != upload.file_id:
             st.session_state["scenario_upload_id"] = upload.file_id
             st.session_state.pop("scenario_error", None)
             try:
+                uploads.check_size(upload.size, upload.name)
                 set_baseline(upload.getvalue().decode("utf-8", errors="replace"), f"uploaded {upload.name}")
             except CapsimError as exc:
                 st.session_state["scenario_error"] = str(exc)

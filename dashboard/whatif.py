@@ -21,8 +21,9 @@ from sim.errors import CapsimError, ScenarioError
 from sim.experiments.sweep import evaluate_or_error, run_scenarios
 from sim.scenario.keys import updated
 from sim.scenario.load import dump_scenario
-from sim.scenario.model import Scenario, mean_rate_rps
+from sim.scenario.model import Scenario
 from sim.theory import queueing
+from sim.workload.arrivals import expected_count
 
 PATTERNS = ("poisson", "mmpp", "diurnal", "spike", "trace")
 PATTERN_LABELS = {"poisson": "Poisson (steady)", "mmpp": "bursty (MMPP on/off)", "diurnal": "diurnal cycle",
@@ -36,20 +37,9 @@ def scenario_key(scenario: Scenario) -> str:
     return hashlib.sha1((dump_scenario(scenario) + scenario.base_dir).encode()).hexdigest()[:12]
 
 
-def expected_requests(scenario: Scenario) -> float:
-    """About how many arrivals a run draws (NaN when the rate is unknown, e.g. a trace)."""
-    if scenario.run.requests is not None:
-        return float(scenario.run.requests)
-    rate = mean_rate_rps(scenario.workload.arrivals)
-    a = scenario.workload.arrivals
-    if a.process == "spike":
-        rate = a.base_rps + (a.spike_rps - a.base_rps) * (a.duration_s + a.ramp_s) / scenario.run.duration_s
-    return rate * scenario.run.duration_s if math.isfinite(rate) else math.nan
-
-
 def check_size(scenario: Scenario, limit: int = MAX_DASHBOARD_REQUESTS) -> None:
     """Refuse runs too large for an interactive page, naming what to lower."""
-    n = expected_requests(scenario)
+    n = expected_count(scenario)
     if math.isfinite(n) and n > limit:
         raise ScenarioError(f"this run would simulate about {n:,.0f} requests; the dashboard allows "
                             f"{limit:,}: lower run.duration_s or the arrival rate")
@@ -57,7 +47,7 @@ def check_size(scenario: Scenario, limit: int = MAX_DASHBOARD_REQUESTS) -> None:
 
 def shortened(scenario: Scenario, max_requests: int) -> Scenario:
     """The scenario with its horizon cut so that about ``max_requests`` arrive (sweeps stay fast)."""
-    n = expected_requests(scenario)
+    n = expected_count(scenario)
     run = scenario.run
     if not math.isfinite(n) or n <= max_requests or run.duration_s is None:
         return scenario
@@ -94,6 +84,35 @@ def arrivals_for(pattern: str, rate_rps: float, duration_s: float, *, burst_rati
             raise ScenarioError("workload.arrivals: pattern 'trace' needs an uploaded trace CSV")
         return {"process": "trace", "path": trace_path, "column": trace_column, "time_scale": time_scale}
     raise ScenarioError(f"pattern = {pattern!r}: must be one of {', '.join(PATTERNS)}")
+
+
+SPIKE_TIMING = ("start_s", "duration_s", "ramp_s")
+TIMING = {"diurnal": ("period_s", "peak_at_s"), "spike": SPIKE_TIMING}
+
+
+def keep_timing(loaded: dict[str, Any], built: dict[str, Any], stretch: float = 1.0) -> dict[str, Any]:
+    """``built`` arrivals with the timing (period, spike start...) of the ``loaded`` arrivals of the same
+    process, times ``stretch`` (a run ``stretch`` times as long keeps the same shape)."""
+    if loaded.get("process") == built["process"]:
+        built = {**built, **{k: loaded[k] * stretch for k in TIMING.get(built["process"], ())}}
+    return built
+
+
+def default_spike_factor(scenario: Scenario, rate_rps: float, capacity_rps: float, overload: float = 1.5,
+                         limit: int = MAX_DASHBOARD_REQUESTS) -> float:
+    """Spike height (× ``rate_rps``) of the :func:`arrivals_for` spike over the scenario's run that takes
+    the traffic to ``overload`` × ``capacity_rps``; lower where that run would pass ``limit`` requests.
+    A multiple of 0.5, at least 1."""
+    duration = scenario.run.duration_s
+
+    def count(factor: float) -> float:
+        spike = arrivals_for("spike", rate_rps, duration, spike_factor=factor)
+        return expected_count(updated(scenario, {"workload.arrivals": spike, "run.requests": None}))
+
+    wanted = overload * capacity_rps / rate_rps
+    at_one, per_unit = count(1.0), count(2.0) - count(1.0)  # the count grows linearly with the height
+    room = 1.0 + (limit - at_one) / per_unit if per_unit > 0 else wanted
+    return max(1.0, math.floor(2.0 * min(wanted, room)) / 2.0)
 
 
 def parse_sizes(text: str, max_batch_size: int) -> list[int]:

@@ -8,26 +8,44 @@ import json
 from pathlib import Path
 
 import pytest
+import yaml
 
 pytest.importorskip("streamlit")
 from streamlit.testing.v1 import AppTest  # noqa: E402
 
 from dashboard import whatif  # noqa: E402
+from sim.planner.search import replica_capacity_rps  # noqa: E402
 from sim.scenario.load import load_scenario  # noqa: E402
 
 APP = str(Path(__file__).resolve().parents[1] / "dashboard" / "app.py")
 SID = whatif.scenario_key(load_scenario(Path(APP).parents[1] / "examples" / "fraud_mlp.yaml"))
+STORY_SID = whatif.scenario_key(load_scenario("autoscaling/spike_cold_start"))
+
+
+def _page_script(page: str) -> None:
+    """One page as app.py's navigation runs it: the ``render`` of its view module."""
+    import importlib
+
+    importlib.import_module(f"dashboard.views.{page}").render()
 
 
 def _app(page: str | None = None, **state) -> AppTest:
-    at = AppTest.from_file(APP, default_timeout=120)
+    """The whole app (its default page, the What-if), or one page by its view module's name."""
+    at = (AppTest.from_function(_page_script, args=(page,), default_timeout=120) if page
+          else AppTest.from_file(APP, default_timeout=120))
     for key, value in state.items():
         at.session_state[key] = value
     at.run()
-    if page:
-        at.switch_page(f"pages/{page}.py").run()
     assert not at.exception, at.exception
     return at
+
+
+def test_one_navigation_and_no_pages_folder_to_discover():
+    """A ``pages/`` folder beside app.py would give a page opened by its URL a second, raw navigation."""
+    assert not (Path(APP).parent / "pages").exists()
+    source = Path(APP).read_text()
+    for url in ("batching", "autoscaling", "calibration", "planner"):
+        assert f'url_path="{url}"' in source
 
 
 def _metric(at: AppTest, label: str) -> str:
@@ -159,9 +177,27 @@ def test_batching_page_grid_and_theory():
     assert not at.exception and _errors(at)
 
 
-def test_autoscaling_page_scales_and_reports_bad_bounds():
-    at = _app("autoscaling", **{f"{SID}:as_rate": 1500.0, f"{SID}:as_duration": 20.0})
+def test_autoscaling_page_defaults_to_a_spike_that_overwhelms_the_static_fleet():
+    """The default fraud-mlp has a static fleet: the page starts from the spike_cold_start example, whose
+    spike saturates the static fleet while the autoscaled one catches up after its cold start."""
+    at = _app("autoscaling")
     assert not _errors(at)
+    assert any("autoscaling/spike_cold_start" in c.value for c in at.caption)
+    table = at.table[0].value
+    assert list(table.columns) == ["static fleet", "autoscaled fleet"]
+    within = table.loc["within SLO"].str.rstrip(" %").astype(float)
+    assert within["static fleet"] < 50 < within["autoscaled fleet"]
+    assert at.number_input(key=f"{STORY_SID}:as_weight_load_s").value >= 10  # replicas take tens of seconds to load
+    text = " ".join(m.value for m in at.markdown)
+    assert "serves at most 1,412 req/s" in text and "peaking near 2," in text
+
+
+def test_autoscaling_page_on_the_loaded_scenario_reports_bad_bounds():
+    at = _app("autoscaling", **{f"{SID}:as_start": "loaded", f"{SID}:as_rate": 1500.0, f"{SID}:as_duration": 20.0})
+    assert not _errors(at)
+    assert not any("spike_cold_start" in c.value for c in at.caption)
+    capacity = 2 * replica_capacity_rps(load_scenario("fraud_mlp"))
+    assert 6000 * _key(at, ":as_factor").value > capacity  # the default spike from the loaded rate overloads
     table = at.table[0].value
     assert list(table.columns) == ["static fleet", "autoscaled fleet"]
     _key(at, ":as_max").set_value(1).run()
@@ -183,19 +219,13 @@ def test_calibration_page_switches_profiles_and_rejects_bad_json():
     assert any("not valid JSON" in e for e in _errors(at))
 
 
-def test_planner_page_says_it_is_coming_without_the_planner(monkeypatch):
-    from dashboard.views import planner
-
-    monkeypatch.setattr(planner, "planner_available", lambda: False)
-    at = _app("planner")
-    assert any("coming" in i.value for i in at.info)
+def test_calibration_largest_batch_fits_its_card():
+    at = _app("calibration")
+    card = next(m for m in at.metric if m.label == "Largest batch that fits")
+    assert card.value == "682k req" and "682,347 requests" in card.help
 
 
 def test_planner_page_waits_for_the_button():
-    from dashboard.views import planner
-
-    if not planner.planner_available():
-        pytest.skip("sim.planner.search not there yet")
     at = _app("planner", **{f"{SID}:pl_sizes": [8], f"{SID}:pl_delays": [0.0], f"{SID}:pl_n": 5_000})
     assert any("Run the planner" in i.value for i in at.info)
     at.button(key=f"{SID}:pl_go").click().run()
@@ -215,3 +245,97 @@ def test_dashboard_command_line():
     assert cmd[1:4] == ["-m", "streamlit", "run"] and cmd[4].endswith("dashboard/app.py")
     assert cmd[cmd.index("--server.port") + 1] == "8599"
     assert cmd[cmd.index("--server.headless") + 1] == "true"
+
+
+# ---------------------------------------------------------------- uploads and the files a scenario may read
+FRAUD = (Path(APP).parents[1] / "examples" / "fraud_mlp.yaml").read_text()
+ONLY_OURS = "files uploaded in this session or shipped with capsim"
+
+
+def _fraud_with(**sections) -> bytes:
+    data = yaml.safe_load(FRAUD)
+    for dotted, value in sections.items():
+        section, _, key = dotted.partition("__")
+        if key:
+            data[section][key] = value
+        else:
+            data[section] = value
+    return yaml.safe_dump(data).encode()
+
+
+def _upload_scenario(at: AppTest, data: bytes, name: str = "s.yaml") -> None:
+    at.file_uploader(key="scenario_upload").set_value((name, data, "application/x-yaml")).run()
+    assert not at.exception, at.exception
+
+
+@pytest.mark.parametrize("sections,key", [
+    ({"workload__arrivals": {"process": "trace", "path": "/etc/passwd"}}, "workload.arrivals.path"),
+    ({"workload__arrivals": {"process": "trace", "path": "~/.ssh/id_rsa"}}, "workload.arrivals.path"),
+    ({"service__profile": "../../../../etc/capsim.json"}, "service.profile"),
+    ({"autoscaler": {"from_manifest": "/etc/hosts"}}, "autoscaler.from_manifest"),
+])
+def test_scenario_naming_a_server_file_is_refused(sections, key):
+    at = _app()
+    _upload_scenario(at, _fraud_with(**sections))
+    errors = [e for e in _errors(at) if "Scenario not loaded" in e]
+    assert errors and key in errors[0] and ONLY_OURS in errors[0]
+    assert any("fraud-mlp" in c.value and "built-in default" in c.value for c in at.caption)
+    assert _metric(at, "p99 latency").endswith("ms")
+
+
+def test_scenario_may_name_shipped_files():
+    at = _app()
+    _upload_scenario(at, _fraud_with(
+        name="fraud-hpa", run__duration_s=5, batching__max_batch_size=8,
+        autoscaler={"from_manifest": "k8s/hpa.yaml", "deployment": "k8s/deployment.yaml"}))
+    assert not _errors(at)
+    assert any("fraud-hpa" in c.value and "uploaded s.yaml" in c.value for c in at.caption)
+
+
+def _upload_trace(at: AppTest) -> Path:
+    """Replay a trace on the What-if page; return where this session stored it."""
+    next(s for s in at.selectbox if s.key.endswith(":pattern")).set_value("trace").run()
+    times = "\n".join(f"{i * 0.002:.4f}" for i in range(2000))
+    next(u for u in at.file_uploader if u.key.endswith(":trace_file")).set_value(
+        ("t.csv", f"arrival_s\n{times}\n".encode(), "text/csv")).run()
+    assert not at.exception and not _errors(at)
+    return next(at.session_state["capsim_uploads"].path.glob("*.csv"))
+
+
+def test_scenario_may_name_a_trace_uploaded_in_this_session_only():
+    at = _app()
+    trace = _upload_trace(at)
+    assert trace.parent.stat().st_mode & 0o777 == 0o700
+    scenario = _fraud_with(name="replay", workload__arrivals={"process": "trace", "path": str(trace)},
+                           run={"duration_s": 4.0, "warmup_s": 0.4, "seed": 1})
+    _upload_scenario(at, scenario, "replay.yaml")
+    assert not _errors(at)
+    assert any("replay" in c.value and "uploaded replay.yaml" in c.value for c in at.caption)
+
+    other = _app()  # another session: the same path is not one of its uploads
+    _upload_scenario(other, scenario, "replay.yaml")
+    assert any("Scenario not loaded" in e and ONLY_OURS in e for e in _errors(other))
+    assert other.session_state["capsim_uploads"].path != trace.parent
+
+
+def test_upload_over_the_size_limit_is_refused(monkeypatch):
+    from dashboard import uploads
+
+    monkeypatch.setattr(uploads, "MAX_UPLOAD_BYTES", 100)
+    at = _app()
+    _upload_scenario(at, FRAUD.encode(), "big.yaml")
+    assert any("big.yaml" in e and "at most 50 MB" in e for e in _errors(at))
+    next(s for s in at.selectbox if s.key.endswith(":pattern")).set_value("trace").run()
+    next(u for u in at.file_uploader if u.key.endswith(":trace_file")).set_value(
+        ("big.csv", b"arrival_s\n" + b"0.001\n" * 100, "text/csv")).run()
+    assert not at.exception
+    assert any("big.csv" in e and "at most 50 MB" in e for e in _errors(at))
+
+
+def test_the_server_limits_uploads_as_the_code_does():
+    import tomllib
+
+    from dashboard import uploads
+
+    config = tomllib.loads((Path(APP).parent / ".streamlit" / "config.toml").read_text())
+    assert config["server"]["maxUploadSize"] == uploads.MAX_UPLOAD_MB

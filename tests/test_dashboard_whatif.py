@@ -13,6 +13,7 @@ from sim.errors import ScenarioError
 from sim.scenario.keys import updated
 from sim.scenario.load import load_scenario, scenario_from_yaml_text
 from sim.scenario.model import mean_rate_rps
+from sim.workload.arrivals import expected_count
 
 EXAMPLE = "examples/fraud_mlp.yaml"
 
@@ -105,13 +106,41 @@ def test_theory_curve_pools_better_than_split():
 
 def test_shortened_caps_requests(scenario):
     short = whatif.shortened(scenario, 10_000)
-    assert whatif.expected_requests(short) == pytest.approx(10_000)
+    assert expected_count(short) == pytest.approx(10_000)
     assert short.run.warmup_s < short.run.duration_s
 
 
 def test_check_size_refuses_huge_runs(scenario):
     with pytest.raises(ScenarioError, match="dashboard allows"):
         whatif.check_size(updated(scenario, {"run.duration_s": 10_000}))
+
+
+def test_check_size_counts_every_arrival_kind(scenario):
+    """Stepped traffic has no single rate; the simulator's expected count still sizes it."""
+    steps = {"process": "steps", "steps": [{"at_s": 0, "rate_rps": 100}, {"at_s": 10, "rate_rps": 200_000}]}
+    big = updated(scenario, {"workload.arrivals": steps, "run.duration_s": 20})
+    with pytest.raises(ScenarioError, match="about 2,001,000 requests"):
+        whatif.check_size(big)
+    whatif.check_size(updated(big, {"run.duration_s": 12}))
+
+
+def test_keep_timing_stretches_the_loaded_spike():
+    loaded = {"process": "spike", "base_rps": 1, "spike_rps": 5, "start_s": 120, "duration_s": 180, "ramp_s": 10}
+    built = whatif.keep_timing(loaded, whatif.arrivals_for("spike", 400.0, 300.0, spike_factor=5), stretch=0.5)
+    assert (built["start_s"], built["duration_s"], built["ramp_s"]) == (60, 90, 5)
+    assert built["spike_rps"] == 2000
+    diurnal = whatif.arrivals_for("diurnal", 400.0, 300.0)
+    assert whatif.keep_timing(loaded, diurnal) == diurnal  # another process keeps its own timing
+
+
+def test_default_spike_passes_capacity_within_the_request_cap(scenario):
+    run = updated(scenario, {"run.duration_s": 40.0, "run.warmup_s": 4.0})
+    factor = whatif.default_spike_factor(run, 6000.0, 65_000.0)
+    assert 6000 * factor > 65_000  # the static fleet saturates
+    spike = whatif.arrivals_for("spike", 6000.0, 40.0, spike_factor=factor)
+    assert expected_count(updated(run, {"workload.arrivals": spike})) <= whatif.MAX_DASHBOARD_REQUESTS
+    assert whatif.default_spike_factor(run, 6000.0, 20_000.0) == 5.0  # 1.5 x capacity when that fits
+    assert whatif.default_spike_factor(run, 6000.0, 100.0) == 1.0
 
 
 def test_profile_table_units_and_gain():
@@ -140,3 +169,5 @@ def test_fmt_units():
     assert fmt.pct(1.0) == "100 %" and fmt.pct(0.9995) == "99.95 %"
     assert fmt.count(1, "replicas") == "1 replica" and fmt.count(2.5, "replicas") == "2.50 replicas"
     assert fmt.delta_pct(1.1, 1.0) == "+10.0 %" and fmt.delta_pct(1.0, 0.0) is None
+    assert fmt.compact(682_347, "req") == "682k req" and fmt.compact(999_999) == "1M"
+    assert fmt.compact(9_999, "req") == "9,999 req" and fmt.compact(None) == fmt.DASH

@@ -1,1 +1,1 @@
-"""One module per dashboard page: ``render()`` draws it. The files in ``dashboard/pages/`` only call these."""
+"""One module per dashboard page: ``render()`` draws it; ``dashboard/app.py`` names them in the navigation."""

@@ -1,7 +1,11 @@
-"""Autoscaling: a spike or a diurnal cycle on a static fleet and on an autoscaled one.
+"""Autoscaling: a spike or a diurnal cycle on a static fleet and on an HPA-scaled one.
 
-Built to degrade: without the ``autoscaler`` scenario section (older simulator) it shows the
-traffic what-if on a static fleet only, with a note.
+The page starts from the loaded scenario when it autoscales. Otherwise it starts from the shipped
+``autoscaling/spike_cold_start`` example: a spike that overwhelms a static fleet of three replicas, while a
+new replica needs about 50 s (provisioning, a 40 s weight load, a readiness probe) before it takes traffic,
+so the autoscaled fleet lags the spike by its cold start. *Start from* in the sidebar switches between
+the two. Traffic defaults come from the starting scenario: its own spike (timing stretched with the run),
+else a spike to 1.5× the static fleet's capacity.
 """
 
 from __future__ import annotations
@@ -15,93 +19,145 @@ import streamlit as st
 from dashboard import charts, compute, fmt, state, whatif
 from dashboard.views.common import run_view, unstable_warning
 from sim.errors import CapsimError
+from sim.scenario.examples import list_examples
 from sim.scenario.keys import updated
+from sim.scenario.load import dump_scenario, load_scenario
 from sim.scenario.model import Scenario, mean_rate_rps
 
-METRICS = {  # HPA metric -> (spec without target, target key, label, unit scale, default)
+EXAMPLE = "autoscaling/spike_cold_start"
+METRICS = {  # HPA metric -> (spec without target, target key, label, unit scale)
     "gpu_utilization": ({"type": "resource", "name": "gpu_utilization"}, "target_utilization",
-                        "Target GPU utilisation (%)", 100.0, 0.6),
+                        "Target GPU utilisation (%)", 100.0),
     "requests_per_second": ({"type": "pods", "name": "requests_per_second"}, "target_average_value",
-                            "Target load per replica (req/s)", 1.0, 10000.0),
+                            "Target load per replica (req/s)", 1.0),
     "in_flight": ({"type": "pods", "name": "in_flight"}, "target_average_value",
-                  "Target in-flight requests per replica (requests)", 1.0, 16.0),
+                  "Target in-flight requests per replica (requests)", 1.0),
 }
-
-
-def has_autoscaling() -> bool:
-    return "autoscaler" in Scenario.model_fields and "cold_start" in Scenario.model_fields
+COLD_PHASES = ("provision_s", "image_pull_s", "weight_load_s", "warmup_s")
 
 
 def render() -> None:
-    base = state.page_start("Autoscaling")
+    loaded = state.page_start("Autoscaling")
+    with st.sidebar:
+        base = _starting_point(loaded)
+    if base is not loaded:
+        st.caption(f"This page starts from the shipped **{EXAMPLE}** example, since {loaded.name} has a static "
+                   "fleet; *Start from* in the sidebar picks the loaded scenario instead.")
     sid = whatif.scenario_key(base)
+    per_replica = _replica_capacity(base)
     with st.sidebar:
-        traffic = _traffic_inputs(base, sid)
-    if not has_autoscaling():
-        st.info("This simulator has no autoscaler yet: the spike and diurnal what-ifs run on a static fleet. "
-                "Replica and cost timelines over time appear here once the `autoscaler:` section exists.")
-    with st.sidebar:
+        traffic = _traffic_inputs(base, sid, per_replica)
         replicas = int(st.number_input("Static fleet (replicas)", 1, 10_000, base.fleet.replicas, key=f"{sid}:as_n"))
-        scaled = _autoscaler_inputs(base, sid) if has_autoscaling() else None
+        st.caption(f"Capacity of the static fleet: about {fmt.rps(replicas * per_replica)}.")
+        scaled = _autoscaler_inputs(base, sid, per_replica)
     try:
-        static = updated(base, {**traffic, "fleet.replicas": replicas, **_static()})
-        auto = updated(base, {**traffic, **scaled}) if scaled is not None else None
+        static = updated(base, {**traffic, "fleet.replicas": replicas, "autoscaler": {"type": "static"}})
+        auto = updated(base, {**traffic, **scaled})
     except CapsimError as exc:
         st.error(str(exc))
         return
     seed = base.run.seed
-    views = {"static": run_view(static, seed, "Static fleet")}
-    if auto is not None:
-        views["autoscaled"] = run_view(auto, seed, "Autoscaled fleet")
+    views = {"static": run_view(static, seed, "Static fleet"), "autoscaled": run_view(auto, seed, "Autoscaled fleet")}
     views = {k: v for k, v in views.items() if v is not None}
     if not views:
         return
-    _summary(views, static)
-    _timelines(views, static)
+    _summary(views, static, auto)
+    _timelines(views)
 
 
-def _static() -> dict[str, Any]:
-    return {"autoscaler": {"type": "static"}} if has_autoscaling() else {}
+def _starting_point(loaded: Scenario) -> Scenario:
+    """The loaded scenario, or the shipped example where the loaded one has a static fleet."""
+    labels = {"loaded": f"the loaded scenario ({loaded.name})", "example": "the spike with 40 s cold starts (example)"}
+    choice = st.radio("Start from", list(labels), index=0 if loaded.autoscaler.type != "static" else 1,
+                      format_func=labels.__getitem__, key=f"{whatif.scenario_key(loaded)}:as_start")
+    return loaded if choice == "loaded" else load_scenario(list_examples()[EXAMPLE])
 
 
-def _traffic_inputs(base: Scenario, sid: str) -> dict[str, Any]:
+def _replica_capacity(scenario: Scenario) -> float:
+    """Most requests/s one replica serves, NaN when the service cannot be built (the runs then say why)."""
+    try:
+        return compute.replica_capacity_rps(dump_scenario(scenario), scenario.base_dir)
+    except CapsimError:
+        return math.nan
+
+
+def _traffic_inputs(base: Scenario, sid: str, per_replica: float) -> dict[str, Any]:
     st.markdown("**Traffic**")
-    shape = st.radio("Shape", ["spike", "diurnal"], horizontal=True, key=f"{sid}:as_shape")
-    rate0 = mean_rate_rps(base.workload.arrivals)
-    rate0 = getattr(base.workload.arrivals, "base_rps", None) or (rate0 if math.isfinite(rate0) else 1000.0)
+    a = base.workload.arrivals
+    shapes = ["spike", "diurnal"]
+    shape = st.radio("Shape", shapes, index=shapes.index(a.process) if a.process in shapes else 0, horizontal=True,
+                     key=f"{sid}:as_shape")
+    rate0 = a.base_rps if a.process == "spike" else mean_rate_rps(a)
+    rate0 = rate0 if math.isfinite(rate0) else 1000.0
     rate = st.number_input("Base rate (req/s)" if shape == "spike" else "Mean rate (req/s)", 0.1, 1e7,
                            float(rate0), format="%.1f", key=f"{sid}:as_rate")
-    duration = st.number_input("Simulated time (s)", 5.0, 86_400.0, float(max(base.run.duration_s or 40.0, 40.0)),
-                               key=f"{sid}:as_duration")
+    duration0 = float(max(base.run.duration_s or 40.0, 40.0))
+    duration = st.number_input("Simulated time (s)", 5.0, 86_400.0, duration0, key=f"{sid}:as_duration")
+    run = {"run.duration_s": duration, "run.warmup_s": min(base.run.warmup_s, 0.1 * duration), "run.requests": None}
+    loaded = a.model_dump(mode="json")
+    stretch = duration / base.run.duration_s if base.run.duration_s else 1.0
     if shape == "spike":
-        factor = st.number_input("Spike height (× base rate)", 1.0, 100.0, 4.0, 0.5, key=f"{sid}:as_factor")
-        arrivals = whatif.arrivals_for("spike", rate, duration, spike_factor=factor)
+        factor = st.number_input("Spike height (× base rate)", 1.0, 100.0, _spike_factor0(base, run, rate0, per_replica),
+                                 0.5, key=f"{sid}:as_factor")
+        arrivals = whatif.keep_timing(loaded, whatif.arrivals_for("spike", rate, duration, spike_factor=factor), stretch)
         st.caption(f"{fmt.rps(rate * factor)} from {arrivals['start_s']:,.0f} s for {arrivals['duration_s']:,.0f} s "
                    f"with {arrivals['ramp_s']:,.0f} s ramps.")
     else:
-        amp = st.slider("Amplitude (share of the mean, %)", 0, 100, 80, key=f"{sid}:as_amp") / 100
-        arrivals = whatif.arrivals_for("diurnal", rate, duration, amplitude=amp)
-        st.caption(f"One cycle over the run: {fmt.rps(rate * (1 - amp))} to {fmt.rps(rate * (1 + amp))}.")
-    warmup = min(base.run.warmup_s, 0.1 * duration)
-    return {"workload.arrivals": arrivals, "run.duration_s": duration, "run.warmup_s": warmup}
+        amp0 = a.amplitude if a.process == "diurnal" else 0.8
+        amp = st.slider("Amplitude (share of the mean, %)", 0, 100, int(round(amp0 * 100)), key=f"{sid}:as_amp") / 100
+        arrivals = whatif.keep_timing(loaded, whatif.arrivals_for("diurnal", rate, duration, amplitude=amp), stretch)
+        st.caption(f"{fmt.rps(rate * (1 - amp))} to {fmt.rps(rate * (1 + amp))}, peak at "
+                   f"{arrivals['peak_at_s']:,.0f} s.")
+    return {"workload.arrivals": arrivals, **run}
 
 
-def _autoscaler_inputs(base: Scenario, sid: str) -> dict[str, Any]:
+def _spike_factor0(base: Scenario, run: dict[str, Any], rate0: float, per_replica: float) -> float:
+    """The scenario's own spike height, else one taking the traffic past the static fleet's capacity."""
+    a = base.workload.arrivals
+    if a.process == "spike":
+        return float(a.spike_rps / a.base_rps)
+    if not math.isfinite(per_replica):
+        return 4.0
+    return whatif.default_spike_factor(updated(base, run), rate0, base.fleet.replicas * per_replica)
+
+
+def _autoscaler_inputs(base: Scenario, sid: str, per_replica: float) -> dict[str, Any]:
     st.markdown("**Autoscaler (HPA)**")
     loaded = base.autoscaler.model_dump(mode="json") if base.autoscaler.type == "hpa" else {}
     c1, c2 = st.columns(2)
     lo = int(c1.number_input("Min replicas", 1, 10_000, int(loaded.get("min_replicas", 1)), key=f"{sid}:as_min"))
     hi = int(c2.number_input("Max replicas", 1, 10_000, int(loaded.get("max_replicas", 8)), key=f"{sid}:as_max"))
-    metric = st.selectbox("Metric", list(METRICS), format_func=lambda m: m.replace("_", " "), key=f"{sid}:as_metric")
-    spec, target_key, label, scale, default = METRICS[metric]
-    target = st.number_input(label, 0.01, 1e7, default * scale, key=f"{sid}:as_target:{metric}") / scale
+    metric0 = next((m for m in loaded.get("metrics", []) if m["name"] in METRICS), {"name": "gpu_utilization"})
+    metric = st.selectbox("Metric", list(METRICS), index=list(METRICS).index(metric0["name"]),
+                          format_func=lambda m: m.replace("_", " "), key=f"{sid}:as_metric")
+    spec, target_key, label, scale = METRICS[metric]
+    target0 = metric0.get(target_key) if metric == metric0["name"] else None
+    target0 = target0 or _default_target(metric, per_replica)
+    target = st.number_input(label, 0.01, 1e7, float(target0 * scale), key=f"{sid}:as_target:{metric}") / scale
     sync = st.number_input("Sync period (s)", 0.1, 600.0, float(loaded.get("sync_period_s", 2.0)), key=f"{sid}:as_sync")
     window = st.number_input("Metric window (s)", 0.1, 600.0, float(loaded.get("metric_window_s", 3.0)),
                              key=f"{sid}:as_window")
     tol = st.number_input("Tolerance (%)", 0.0, 100.0, float(loaded.get("tolerance", 0.1)) * 100, key=f"{sid}:as_tol")
-    down = st.number_input("Scale-down stabilisation (s)", 0.0, 3600.0, 30.0, key=f"{sid}:as_down")
+    behavior = loaded.get("behavior") or {}
+    down0 = (behavior.get("scale_down") or {}).get("stabilization_window_s", 30.0)
+    down = st.number_input("Scale-down stabilisation (s)", 0.0, 3600.0, float(down0), key=f"{sid}:as_down")
+    cold = _cold_start_inputs(base, sid)
+    hpa = {**loaded, "type": "hpa", "min_replicas": lo, "max_replicas": hi, "sync_period_s": sync,
+           "metric_window_s": window, "tolerance": tol / 100, "metrics": [{**spec, target_key: target}],
+           "behavior": {**behavior, "scale_down": {**(behavior.get("scale_down") or {}),
+                                                    "stabilization_window_s": down}}}
+    return {"autoscaler": hpa, "fleet.replicas": lo, "cold_start": cold}
+
+
+def _default_target(metric: str, per_replica: float) -> float:
+    if metric == "requests_per_second":  # 60 % of what a replica serves at most
+        return round(0.6 * per_replica) if math.isfinite(per_replica) and per_replica >= 2 else 100.0
+    return {"gpu_utilization": 0.6, "in_flight": 16.0}[metric]
+
+
+def _cold_start_inputs(base: Scenario, sid: str) -> dict[str, Any]:
     st.markdown("**Cold start of a new replica**")
-    # The loaded scenario's cold start when it autoscales already; else short phases fit for a short run.
+    # The scenario's cold start when it autoscales already; else short phases fit for a short run.
     cs = base.cold_start.model_dump(mode="json") if base.autoscaler.type != "static" else {}
 
     def phase(name: str, label: str, default: float) -> float:
@@ -114,13 +170,13 @@ def _autoscaler_inputs(base: Scenario, sid: str) -> dict[str, Any]:
             "weight_load_s": phase("weight_load_s", "Weight load (s)", 2.0),
             "warmup_s": phase("warmup_s", "Warm-up (s)", 1.0),
             "readiness_period_s": max(phase("readiness_period_s", "Readiness probe period (s)", 1.0), 0.01)}
-    st.caption(f"A new replica takes traffic about {sum(v for k, v in cold.items() if k != 'readiness_period_s'):,.1f} s "
-               "after the HPA decides, plus up to one probe period.")
-    return {"autoscaler": {"type": "hpa", "min_replicas": lo, "max_replicas": hi, "sync_period_s": sync,
-                           "metric_window_s": window, "tolerance": tol / 100,
-                           "metrics": [{**spec, target_key: target}],
-                           "behavior": {"scale_down": {"stabilization_window_s": down}}},
-            "fleet.replicas": lo, "cold_start": cold}
+    st.caption(f"A new replica takes traffic about {_cold_start_s(cold):,.1f} s after the HPA decides, plus up to "
+               "one probe period.")
+    return {**cs, **cold}
+
+
+def _cold_start_s(cold: dict[str, Any]) -> float:
+    return sum(cold[k] for k in COLD_PHASES)
 
 
 def summary_table(views: dict) -> pd.DataFrame:
@@ -142,23 +198,30 @@ def summary_table(views: dict) -> pd.DataFrame:
     return pd.DataFrame(rows).set_index("metric")
 
 
-def _summary(views: dict, scenario: Scenario) -> None:
+def _summary(views: dict, static: Scenario, auto: Scenario) -> None:
     for name, view in views.items():
         unstable_warning(view.summary, f"The {name} fleet")
     left, right = st.columns([3, 2])
     left.table(summary_table(views))
-    right.markdown(f"Same traffic (seed {scenario.run.seed}) on both fleets. SLO: p{scenario.slo.percentile:g} ≤ "
-                   f"{fmt.ms(scenario.slo.latency_s)}. Price {fmt.usd(scenario.cost.usd_per_replica_hour, '/h')} "
-                   "per replica; a loading replica is billed.")
+    capacity = views["static"].summary.get("capacity_rps") if "static" in views else None
+    peak = views["static" if "static" in views else "autoscaled"].windows["arrival_rate_rps"].max()
+    cold = auto.cold_start.model_dump(mode="json")
+    right.markdown(
+        f"Same traffic (seed {static.run.seed}) on both fleets, peaking near {fmt.rps(peak)}; the static fleet of "
+        f"{static.fleet.replicas} serves at most {fmt.rps(capacity)}. A replica the autoscaler adds takes traffic "
+        f"about {_cold_start_s({k: _mean(cold[k]) for k in COLD_PHASES}):,.0f} s after it is asked for "
+        f"(plus up to one {cold['readiness_period_s']:g} s probe period).\n\n"
+        f"SLO: p{static.slo.percentile:g} ≤ {fmt.ms(static.slo.latency_s)}. Price "
+        f"{fmt.usd(static.cost.usd_per_replica_hour, '/h')} per replica; a loading replica is billed.")
 
 
-def _timelines(views: dict, scenario: Scenario) -> None:
+def _mean(phase: Any) -> float:
+    return phase.get("mean_s", 0.0) if isinstance(phase, dict) else phase
+
+
+def _timelines(views: dict) -> None:
     windows = {k: v.windows for k, v in views.items()}
     series = {k: v.series for k, v in views.items()}
-    price = scenario.cost.usd_per_replica_hour
-    for frame in series.values():
-        if "cost_rate_usd_per_h" not in frame and "ready_replicas" in frame:
-            frame["cost_rate_usd_per_h"] = frame["ready_replicas"] * price
     c1, c2 = st.columns(2)
     c1.altair_chart(charts.series(windows, "arrival_rate_rps", "arrival rate (req/s)"), width="stretch")
     c2.altair_chart(charts.series(windows, "latency_p99_s", "latency p99 (ms)", scale=1e3), width="stretch")
@@ -171,12 +234,7 @@ def _timelines(views: dict, scenario: Scenario) -> None:
 
 
 def _replicas(series: dict) -> Any:
-    parts = []
-    for name, frame in series.items():
-        for col in ("ready_replicas", "desired_replicas", "loading_replicas"):
-            if col in frame and (name == "autoscaled" or col == "ready_replicas"):
-                parts.append(pd.DataFrame({"time_s": frame["time_s"], col: frame[col]}).rename(
-                    columns={col: "value"}).assign(run=f"{col.split('_')[0]} ({name})"))
-    data = {"replicas": pd.concat(parts, ignore_index=True)} if parts else {}
-    frames = {run: g for run, g in data["replicas"].groupby("run")} if data else {}
+    shown = {"static": ("ready_replicas",), "autoscaled": ("ready_replicas", "desired_replicas", "loading_replicas")}
+    frames = {f"{col.split('_')[0]} ({name})": pd.DataFrame({"time_s": frame["time_s"], "value": frame[col]})
+              for name, frame in series.items() for col in shown[name]}
     return charts.series(frames, "value", "replicas (replicas)", step=True, legend_columns=2)

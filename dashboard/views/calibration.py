@@ -6,7 +6,7 @@ import math
 
 import streamlit as st
 
-from dashboard import charts, compute, fmt, state
+from dashboard import charts, compute, fmt, state, uploads
 from sim.errors import CapsimError
 from sim.profiles.profile import builtin_profile_path, list_builtin_profiles, resolve_profile_path
 
@@ -26,8 +26,8 @@ def render() -> None:
     index = shipped.index(loaded) if loaded in shipped else 0
     with st.sidebar:
         choice = st.selectbox("Profile", options, index=index, key="cal_profile")
-        upload = st.file_uploader("Profile JSON (capsim.profile/1)", type=["json"], key="cal_upload") \
-            if choice == UPLOAD else None
+        upload = st.file_uploader("Profile JSON (capsim.profile/1)", type=["json"], key="cal_upload",
+                                  max_upload_size=uploads.MAX_UPLOAD_MB) if choice == UPLOAD else None
     try:
         if choice == UPLOAD:
             if upload is None:
@@ -57,8 +57,9 @@ def _facts(label: str, facts: dict) -> None:
     mem = facts.get("memory", {})
     c3.metric("Memory baseline", fmt.nbytes(mem.get("baseline_bytes")))
     fits = mem.get("max_batch_size_fits")
-    c4.metric("Largest batch that fits", fmt.count(fits, "req") if fits else fmt.DASH,
-              help="From the profile's memory fit (requests per batch)")
+    c4.metric("Largest batch that fits", fmt.compact(fits, "req") if fits else fmt.DASH,
+              help=f"From the profile's memory fit: {fmt.count(fits, 'requests')} per batch" if fits else
+              "The profile has no memory fit")
 
 
 def _charts(table) -> None:

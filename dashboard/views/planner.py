@@ -1,11 +1,7 @@
-"""Planner: cost against p99 over GPU type × batching × replicas, and the cheapest config meeting the SLO.
-
-Uses ``sim.planner.search`` when it is installed; otherwise says the planner is coming.
-"""
+"""Planner: cost against p99 over GPU type × batching × replicas, and the cheapest config meeting the SLO
+(``sim.planner.search``, run on press of a button)."""
 
 from __future__ import annotations
-
-import importlib.util
 
 import altair as alt
 import streamlit as st
@@ -19,20 +15,8 @@ BATCH_SIZES = (1, 4, 8, 16, 32, 64)
 DELAYS_MS = (0.0, 1.0, 2.0, 5.0)
 
 
-def planner_available() -> bool:
-    try:
-        return importlib.util.find_spec("sim.planner.search") is not None
-    except (ImportError, ValueError):
-        return False
-
-
 def render() -> None:
     scenario = state.page_start("Planner")
-    if not planner_available():
-        st.info("The capacity planner is coming: once `sim.planner.search` lands, this page shows the cost vs p99 "
-                "frontier and the cheapest configuration meeting the SLO. Meanwhile, try the What-if and "
-                "Batching pages.")
-        return
     sid = whatif.scenario_key(scenario)
     with st.sidebar:
         st.markdown("**Search**")

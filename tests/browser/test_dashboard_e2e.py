@@ -1,8 +1,10 @@
 """End to end: the real Streamlit server, driven in headless Debian chromium through playwright.
 
 Loads the What-if page, changes the replica count and checks the p99 shown changes; uploads a
-broken scenario and checks the page shows an error, not a traceback; visits every page. Screenshots
-go to the test's tmp_path and are copied to /tmp/capsim-shots/ for people to look at.
+broken scenario and checks the page shows an error, not a traceback; opens every page by its URL and
+checks it shows the one titled navigation in the wide layout; checks the calibration metrics fit their
+cards and the autoscaling page's default shows the static fleet overwhelmed. Screenshots go to the
+test's tmp_path and are copied to /tmp/capsim-shots/ for people to look at.
 """
 
 from __future__ import annotations
@@ -160,16 +162,75 @@ def test_bad_scenario_upload_shows_error(server, page, tmp_path):
     _shot(page, tmp_path, "04_bad_upload_error")
 
 
-@pytest.mark.parametrize("path,heading", [("batching", "Batching trade-off"), ("autoscaling", "Autoscaling"),
-                                          ("calibration", "Calibration"), ("planner", "Planner")])
+def test_scenario_naming_a_server_file_is_refused(server, page, tmp_path):
+    page.goto(server)
+    page.get_by_text("p99 latency").first.wait_for()
+    _settled(page)
+    page.get_by_text("Scenario", exact=True).first.click()
+    dropzone = page.locator('[data-testid="stFileUploaderDropzone"]').first
+    assert "50MB" in dropzone.inner_text().replace(" ", "")  # the upload limit, as the server enforces it
+    page.wait_for_timeout(500)  # the expander has opened
+    _shot(page, tmp_path, "04b_upload_limit")
+    page.locator('[data-testid="stFileUploaderDropzoneInput"]').first.set_input_files(
+        files=[{"name": "sneaky.yaml", "mimeType": "application/x-yaml",
+                "buffer": b"workload:\n  arrivals: {process: trace, path: /etc/passwd}\n"}])
+    page.get_by_text("Scenario not loaded").first.wait_for()
+    _settled(page)
+    alert = page.locator('[data-testid="stAlert"]').first.inner_text()
+    assert "workload.arrivals.path = '/etc/passwd'" in alert
+    assert "files uploaded in this session or shipped with capsim" in alert
+    _shot(page, tmp_path, "04c_server_file_refused")
+
+
+NAVIGATION = ["What-if", "Batching trade-off", "Autoscaling", "Calibration", "Planner"]
+
+
+def _navigation(page) -> list[str]:
+    """The page titles in the sidebar's navigation (each link also holds its icon's name)."""
+    return [text.split("\n")[-1].strip() for text in
+            page.locator('[data-testid="stSidebarNavLink"]').all_inner_texts()]
+
+
+@pytest.mark.parametrize("path,heading", [("", "What-if"), ("batching", "Batching trade-off"),
+                                          ("autoscaling", "Autoscaling"), ("calibration", "Calibration"),
+                                          ("planner", "Planner")])
 def test_pages_render(server, page, tmp_path, path, heading):
+    """Opened by its URL, every page shows the one titled navigation and the wide layout."""
     page.goto(f"{server}/{path}")
     page.get_by_role("heading", name=heading).first.wait_for()
     _settled(page)
     page.wait_for_timeout(800)  # let the charts draw
     assert page.locator('[data-testid="stException"]').count() == 0
-    _shot(page, tmp_path, f"05_{path}")
+    assert _navigation(page) == NAVIGATION
+    assert page.locator('[data-testid="stMainBlockContainer"]').bounding_box()["width"] > 900  # wide, not centred
+    _shot(page, tmp_path, f"05_{path or 'what_if'}")
     page.mouse.move(800, 500)
     page.mouse.wheel(0, 700)
     page.wait_for_timeout(600)
-    _shot(page, tmp_path, f"06_{path}_scrolled")
+    _shot(page, tmp_path, f"06_{path or 'what_if'}_scrolled")
+
+
+def test_calibration_metrics_fit_their_cards(server, page, tmp_path):
+    page.goto(f"{server}/calibration")
+    page.get_by_text("Largest batch that fits").first.wait_for()
+    _settled(page)
+    assert _metric(page, "Largest batch that fits") == "682k req"
+    values = page.locator('[data-testid="stMetricValue"] [data-testid="stMarkdownContainer"]')
+    assert values.count() == 4
+    for i in range(values.count()):
+        scroll, client = values.nth(i).evaluate("e => [e.scrollWidth, e.clientWidth]")
+        assert scroll <= client, f"metric {values.nth(i).inner_text()!r} is cut off"
+    _shot(page, tmp_path, "07_calibration_metrics")
+
+
+def test_autoscaling_default_shows_the_cold_start_trade_off(server, page, tmp_path):
+    page.goto(f"{server}/autoscaling")
+    page.get_by_role("heading", name="Autoscaling").first.wait_for()
+    page.get_by_text("within SLO").first.wait_for()
+    _settled(page)
+    assert page.get_by_text("autoscaling/spike_cold_start").count() >= 1
+    cells = page.locator('[data-testid="stTable"] tr').filter(has_text="within SLO").first.locator("td")
+    static, autoscaled = (float(cells.nth(i).inner_text().strip().rstrip(" %")) for i in (0, 1))
+    assert static < autoscaled
+    page.wait_for_timeout(800)
+    _shot(page, tmp_path, "08_autoscaling_default")

@@ -1,3 +1,0 @@
-from dashboard.views import batching
-
-batching.render()

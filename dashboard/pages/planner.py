@@ -1,3 +1,0 @@
-from dashboard.views import planner
-
-planner.render()

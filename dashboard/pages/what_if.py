@@ -1,3 +1,0 @@
-from dashboard.views import what_if
-
-what_if.render()
