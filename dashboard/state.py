@@ -9,14 +9,13 @@ profile by path; a scenario may refer to no other file but those shipped with ca
 from __future__ import annotations
 
 import hashlib
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
 import streamlit as st
 
 from dashboard import uploads
-from sim.errors import CapsimError, ProfileError, TraceError
+from sim.errors import CapsimError, TraceError
 from sim.scenario.examples import DEFAULT_EXAMPLE, list_examples
 from sim.scenario.load import dump_scenario, scenario_from_yaml_text
 from sim.scenario.model import Scenario
@@ -94,14 +93,10 @@ def trace_columns(data: bytes, name: str) -> list[str]:
 
 def stored_profile(data: bytes, name: str) -> Path:
     """Validate an uploaded profile JSON and store it; ProfileError names the upload."""
-    from sim.profiles.profile import profile_from_dict
+    from sim.profiles.profile import profile_from_bytes
 
     uploads.check_size(len(data), name)
-    try:
-        doc = json.loads(data.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ProfileError(f"{name}: not valid JSON ({exc})") from None
-    profile_from_dict(doc, name)
+    profile_from_bytes(data, name)  # the reader's own checks: bad JSON, huge integers, deep nesting, every section
     return upload_dir().store(data, ".json", name)
 
 

@@ -270,3 +270,6 @@ def test_the_dashboards_profile_upload_says_it_in_one_line(tmp_path):
         one_line(str(info.value), "upload.json", case.says)
     with pytest.raises(ProfileError, match="not valid JSON"):
         state.stored_profile(b"\xff\xfe", "upload.json")
+    for hostile in (b'{"schema": ' + b"9" * 5000 + b"}", b"[" * 100_000 + b"]" * 100_000):  # huge integer, deep nesting
+        with pytest.raises(ProfileError, match="upload.json: not valid JSON"):
+            state.stored_profile(hostile, "upload.json")
