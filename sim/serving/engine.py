@@ -373,7 +373,7 @@ class Engine:
             at = self._at
             self._latency_log.extend((now, now - at[i]) for i in batch)
         self._dispatch(rep)
-        if rep.outstanding == 0 and rep.index in self._when_idle:
+        if self._when_idle and rep.outstanding == 0 and rep.index in self._when_idle:
             self._when_idle.pop(rep.index)(rep)
 
     # ------------------------------------------------------------ output
