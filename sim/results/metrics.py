@@ -14,6 +14,8 @@ import math
 import numpy as np
 import pandas as pd
 
+from sim.results.records import OUTCOMES, REJECTED, SERVED, TIMED_OUT, UNFINISHED, outcome_codes
+
 PERCENTILES = {"p50": 50.0, "p90": 90.0, "p95": 95.0, "p99": 99.0, "p999": 99.9}
 
 
@@ -62,14 +64,14 @@ def summarize(requests: pd.DataFrame, batches: pd.DataFrame, replicas: pd.DataFr
     """The flat summary of one run (keys as in summary.json)."""
     window = horizon_s - warmup_s
     arr = requests["arrival_s"].to_numpy()
+    codes = outcome_codes(requests)
     inside = (arr >= warmup_s) & (arr < horizon_s)
-    measured = requests[inside]
-    outcome = measured["outcome"].to_numpy()
-    served = measured[outcome == "served"]
-    latency = served["latency_s"].to_numpy()
+    served_in = inside & (codes == SERVED)
+    latency = requests["latency_s"].to_numpy()[served_in]
+    counts = np.bincount(codes[inside], minlength=len(OUTCOMES))
     stats = latency_stats(latency)
-    n_total = int(len(measured))
-    n_served = int(len(served))
+    n_total = int(inside.sum())
+    n_served = int(counts[SERVED])
     within = int((latency <= slo_latency_s).sum())
     slo_q = float(np.percentile(latency, slo_percentile)) if latency.size else math.nan
 
@@ -96,12 +98,12 @@ def summarize(requests: pd.DataFrame, batches: pd.DataFrame, replicas: pd.DataFr
     arrived_rps = n_total / window if window > 0 else math.nan
     offered = offered_rps if math.isfinite(offered_rps) else arrived_rps
     # A bounded queue (queue limit or timeouts) sheds the excess: only a growing backlog is unstable.
-    unfinished = int((outcome == "unfinished").sum())
+    unfinished = int(counts[UNFINISHED])
     # ... and a run stopped by its drain limit with requests left has no steady-state percentiles either.
     unstable = unfinished > 0 or is_unstable(offered, 0.0 if queue_bounded else capacity_rps, slope,
                                              float(backlog[-1]), float(backlog[0]))
     # Served throughput: completions inside the window (an overloaded fleet completes at its capacity).
-    ends = requests["end_s"].to_numpy()[requests["outcome"].to_numpy() == "served"]
+    ends = requests["end_s"].to_numpy()[codes == SERVED]
     throughput = int(((ends >= warmup_s) & (ends < horizon_s)).sum()) / window if window > 0 else math.nan
 
     summary: dict[str, float | int | bool] = {
@@ -114,8 +116,8 @@ def summarize(requests: pd.DataFrame, batches: pd.DataFrame, replicas: pd.DataFr
         "slo_met": bool(slo_q <= slo_latency_s) if latency.size else False,
         "requests_total": n_total,
         "requests_served": n_served,
-        "requests_rejected": int((outcome == "rejected").sum()),
-        "requests_timed_out": int((outcome == "timed_out").sum()),
+        "requests_rejected": int(counts[REJECTED]),
+        "requests_timed_out": int(counts[TIMED_OUT]),
         "requests_unfinished": unfinished,
         "mean_batch_size": float(batches["size"].to_numpy()[b_in].mean()) if b_in.any() else math.nan,
         "utilization": busy_total / capacity_total if capacity_total > 0 else math.nan,
@@ -128,7 +130,7 @@ def summarize(requests: pd.DataFrame, batches: pd.DataFrame, replicas: pd.DataFr
         "capacity_rps": capacity_rps,
         "unstable": unstable,
         "overloaded": bool(capacity_rps > 0 and offered >= capacity_rps),
-        "shed_share": (int((outcome == "rejected").sum()) + int((outcome == "timed_out").sum())) / n_total
+        "shed_share": int(counts[REJECTED] + counts[TIMED_OUT]) / n_total
         if n_total else math.nan,
         "backlog_at_end": int(backlog[-1]),
         "backlog_growth_rps": slope,
