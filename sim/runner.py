@@ -27,7 +27,7 @@ from sim.serving.service import build_service
 from sim.workload.arrivals import arrival_times, expected_count
 
 STREAMS = ("arrivals", "service", "routing", "lifecycle")
-BYTES_PER_REQUEST = 410  # peak memory per request of a run (measured: 1M requests of the fraud_mlp example)
+BYTES_PER_REQUEST = 270  # peak memory per request of a run (measured: 1M and 3M requests of the fraud_mlp example)
 MAX_SAMPLES = 2_000_000  # time-series samples of one replication
 DEFAULT_DRAIN_S = 60.0  # run.drain_s default: the horizon, and at least this
 

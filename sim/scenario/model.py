@@ -149,7 +149,7 @@ SERVICE_TYPES = union_tags(Service, "type")
 
 
 # ---------------------------------------------------------------- batching, fleet, slo, cost, run
-MAX_REQUESTS = 20_000_000  # default run.max_requests: about 8 GB at peak (sim.runner.BYTES_PER_REQUEST)
+MAX_REQUESTS = 20_000_000  # default run.max_requests: about 5.4 GB at peak (sim.runner.BYTES_PER_REQUEST)
 
 class Batching(Section):
     max_batch_size: int = Field(default=1, ge=1, le=65536, description="Largest batch a replica runs.")
