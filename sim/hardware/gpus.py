@@ -26,6 +26,10 @@ class Gpu:
     usd_per_hour: float
     match: tuple[str, ...] = ()
     sources: dict[str, str] = field(default_factory=dict)
+    interconnect_bytes_per_s: float | None = None  # GPU to GPU, per direction (tensor-parallel all-reduce)
+    node: str | None = None  # the instance that holds several (training across nodes)
+    gpus_per_node: int | None = None
+    node_network_bytes_per_s: float | None = None  # one node to the others, per direction
 
     def peak_flops(self, dtype: str) -> float:
         tflops = self.peak_tflops.get(dtype)
@@ -44,9 +48,18 @@ def gpu_catalog(path: Path = GPU_CATALOG_PATH) -> dict[str, Gpu]:
                  memory_bandwidth_bytes_per_s=float(g["memory_bandwidth_bytes_per_s"]),
                  peak_tflops=dict(g["peak_tflops"]), host_link_bytes_per_s=float(g["host_link"]["bytes_per_s"]),
                  usd_per_hour=float(g["usd_per_hour"]), match=tuple(g.get("match", ())),
-                 sources=dict(g["sources"]))
+                 sources=dict(g["sources"]),
+                 interconnect_bytes_per_s=float(g["interconnect"]["bytes_per_s"]) if "interconnect" in g else None,
+                 **_node(g.get("node")))
         for key, g in raw["gpus"].items()
     }
+
+
+def _node(node: dict | None) -> dict:
+    if node is None:
+        return {}
+    return {"node": node["name"], "gpus_per_node": int(node["gpus"]),
+            "node_network_bytes_per_s": float(node["network_bytes_per_s"])}
 
 
 def get_gpu(name: str) -> Gpu:
@@ -59,3 +72,17 @@ def get_gpu(name: str) -> Gpu:
     if hits:  # the longest match wins ("NVIDIA L40S" also contains "NVIDIA L4")
         return max(hits, key=lambda hit: hit[0])[1]
     raise ProfileError(bad_value("gpu", name, f"the catalog has {', '.join(catalog)}"))
+
+
+def profile_gpu(profile) -> str | None:
+    """The catalog key of the GPU a profile describes (an estimate's ``estimate.gpu``, else the measured
+    device's name matched in the catalog); None for a CPU profile or a GPU the catalog lacks."""
+    estimate = profile.raw.get("estimate") or {}
+    if estimate.get("gpu"):
+        return estimate["gpu"]
+    if profile.device != "cuda" or not profile.device_name:
+        return None
+    try:
+        return get_gpu(profile.device_name).key
+    except ProfileError:
+        return None

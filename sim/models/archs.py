@@ -18,6 +18,7 @@ class MlpArch:
     in_features: int = 256
     hidden: tuple[int, ...] = (1024, 1024, 512)
     out_features: int = 1
+    sigmoid: bool = True  # a sigmoid on the output (False: raw logits)
 
 
 @dataclass(frozen=True)
@@ -45,6 +46,9 @@ class TransformerArch:
     seq_len: int = 128
     num_labels: int = 2  # encoder: classifier on the pooled first token
     type_vocab_size: int = 2  # encoder only
+    bert_embeddings: bool = True  # encoder: word + position + token-type embeddings and a LayerNorm (else words only)
+    pooler: bool = True  # encoder: a tanh pooler before the classifier
+    activation: str = "gelu"  # feed-forward activation: "gelu" or "relu"
 
 
 BUILTIN_ARCHS: dict[str, MlpArch | ResNetArch | TransformerArch] = {
@@ -54,6 +58,13 @@ BUILTIN_ARCHS: dict[str, MlpArch | ResNetArch | TransformerArch] = {
                                  n_heads=12, n_layers=12, d_ff=3072),
     "decoder": TransformerArch(causal=True, vocab_size=32000, max_positions=1024, d_model=512,
                                n_heads=8, n_layers=6, d_ff=2048),
+    # The two models measured on an H100 with a plain torch loop (sim/data/profiles/h100-*-measured):
+    # a wider MLP without the sigmoid, and torch's nn.TransformerEncoder (post-norm, ReLU) over word
+    # embeddings only, classifying token 0 without a pooler.
+    "mlp-2048": MlpArch(hidden=(2048, 2048, 2048), sigmoid=False),
+    "bert-encoder": TransformerArch(causal=False, vocab_size=30522, max_positions=512, d_model=768,
+                                    n_heads=12, n_layers=12, d_ff=3072, bert_embeddings=False, pooler=False,
+                                    activation="relu"),
 }
 
 

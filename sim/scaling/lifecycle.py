@@ -19,18 +19,58 @@ from sim.serving.engine import Replica
 PENDING = ("provisioning", "pulling")  # no container yet: Kubernetes phase Pending
 
 
+def profile_load_phases(profile) -> dict[str, float | None]:
+    """A profile's part of a cold start, from its ``load`` section: runtime start (import + device context),
+    weights (``weight_bytes / load_rate_bytes_per_s``) and warm-up; None where the profile does not say."""
+    info = (profile.load if profile is not None else None) or {}
+    rate = info.get("load_rate_bytes_per_s")
+    weights = (profile.weight_bytes or info.get("weight_bytes")) if profile is not None else None
+    return {"runtime_start": info.get("runtime_start_s"), "weights": weights / rate if rate and weights else None,
+            "warmup": info.get("warmup_s")}
+
+
+def cold_start_phases(cold_start, profile=None, warmed_up: bool = True) -> list[tuple[str, float, str]]:
+    """Mean duration of each phase from request to ready, and where it comes from: the scenario's
+    ``cold_start`` section, else the profile's measured load (as :class:`PhaseSampler` uses them)."""
+    def mean(spec) -> float:
+        return float(spec) if isinstance(spec, (int, float)) else spec.mean_s
+
+    s, measured = cold_start, profile_load_phases(profile)
+    rows = [("provisioning", mean(s.provision_s), "cold_start.provision_s"),
+            ("image pull", mean(s.image_pull_s), "cold_start.image_pull_s")]
+    if s.new_node_probability:
+        rows.append(("new GPU node", s.new_node_probability * mean(s.new_node_s),
+                     f"cold_start.new_node_s x new_node_probability {s.new_node_probability:g}"))
+    def from_profile(name: str, value: float | None, where: str) -> tuple[str, float, str]:
+        return (name, value, where) if value is not None else (name, 0.0, "not in the profile: 0")
+
+    if s.weight_load_s is not None:
+        rows.append(("runtime start + weight load", mean(s.weight_load_s), "cold_start.weight_load_s"))
+    else:
+        rows.append(from_profile("runtime start", measured["runtime_start"], "profile load.runtime_start_s"))
+        rows.append(from_profile("weight load", measured["weights"], "profile weight_bytes / load.load_rate_bytes_per_s"))
+    if s.warmup_s is not None:
+        rows.append(("warm-up", mean(s.warmup_s), "cold_start.warmup_s"))
+    elif not warmed_up:
+        rows.append(("warm-up", 0.0, "0: service.warmed_up is false (first calls are paid in traffic)"))
+    else:
+        rows.append(from_profile("warm-up", measured["warmup"], "profile load.warmup_s"))
+    up = sum(seconds for name, seconds, _ in rows if name not in ("provisioning", "image pull", "new GPU node"))
+    ticks = max(math.ceil(up / s.readiness_period_s - 1e-9), 0)
+    rows.append(("readiness probe", ticks * s.readiness_period_s - up,
+                 f"the next probe tick (every cold_start.readiness_period_s = {s.readiness_period_s:g} s)"))
+    return rows
+
+
 class PhaseSampler:
     """Durations of the cold-start phases, drawn from the lifecycle random stream."""
 
     def __init__(self, cold_start, profile, warmed_up: bool, rng: np.random.Generator) -> None:
         self.spec = cold_start
         self.rng = rng
-        load = warm = 0.0
-        if profile is not None and profile.load:
-            info = profile.load
-            rate, weights = info.get("load_rate_bytes_per_s"), profile.weight_bytes or info.get("weight_bytes")
-            load = (weights / rate if rate and weights else 0.0) + float(info.get("runtime_start_s") or 0.0)
-            warm = float(info.get("warmup_s") or 0.0) if warmed_up else 0.0
+        measured = profile_load_phases(profile)
+        load = (measured["weights"] or 0.0) + float(measured["runtime_start"] or 0.0)
+        warm = float(measured["warmup"] or 0.0) if warmed_up else 0.0
         self.weight_load = cold_start.weight_load_s if cold_start.weight_load_s is not None else load
         self.warmup = cold_start.warmup_s if cold_start.warmup_s is not None else warm
 

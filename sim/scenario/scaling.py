@@ -1,7 +1,8 @@
 """Scenario sections for autoscaling and cold starts (``autoscaler:`` and ``cold_start:``).
 
 Defaults are those of the real controllers (see docs/autoscaling.md and the reference notes):
-Kubernetes HPA (autoscaling/v2), Knative KPA and Ray Serve. ``type: static`` keeps the fleet fixed.
+Kubernetes HPA (autoscaling/v2), Knative KPA and Ray Serve, and KEDA's Kafka scaler for streaming consumers
+(``sim/scaling/keda.py``). ``type: static`` keeps the fleet fixed.
 """
 
 from __future__ import annotations
@@ -61,7 +62,8 @@ class Behavior(Section):
     scale_down: ScalingRules = Field(default_factory=ScalingRules)
 
 
-HPA_METRICS = ("gpu_utilization", "requests_per_second", "in_flight", "queue_length", "latency")
+HPA_METRICS = ("gpu_utilization", "requests_per_second", "in_flight", "queue_length", "latency",
+               "kv_cache_utilization", "running_sequences")
 
 
 class HPAMetric(Section):
@@ -69,7 +71,8 @@ class HPAMetric(Section):
         description="resource: utilisation of the replica's GPU (busy share); pods: an average per pod; "
         "external: one value for the whole service (KEDA style); latency: a windowed latency percentile.")
     name: Literal["gpu_utilization", "cpu_utilization", "requests_per_second", "in_flight", "queue_length",
-                  "latency"] = Field(description="What is measured.")
+                  "latency", "kv_cache_utilization", "running_sequences"] = Field(
+        description="What is measured (kv_cache_utilization, running_sequences: pods metrics of llm scenarios).")
     target_utilization: float | None = Field(default=None, gt=0, le=1.5,
                                              description="resource: target busy share (0.7 = 70%).")
     target_average_value: PositiveFloat | None = Field(default=None, description="pods/external: per-pod target.")
@@ -151,9 +154,43 @@ class RayServe(Section):
         return self
 
 
+class Keda(Section):
+    """KEDA's Kafka scaler feeding the HPA it creates (streaming scenarios; sim/scaling/keda.py)."""
+
+    type: Literal["keda"]
+    min_replicas: int = Field(default=0, ge=0, description="minReplicaCount; 0 lets KEDA scale to zero once no "
+                              "partition has lag for cooldown_period_s.")
+    max_replicas: int = Field(default=100, ge=1, le=10000, description="maxReplicaCount.")
+    initial_replicas: int | None = Field(default=None, ge=0, description="Ready replicas at t=0 (default "
+                                         "min_replicas).")
+    lag_threshold: int = Field(default=10, ge=1, description="lagThreshold: target lag per replica, events "
+                               "(the HPA's AverageValue target).")
+    activation_lag_threshold: int = Field(default=0, ge=0, description="activationLagThreshold: KEDA scales "
+                                          "from zero when the total lag exceeds this, events.")
+    allow_idle_consumers: bool = Field(default=False, description="allowIdleConsumers: false caps the metric at "
+                                       "partitions × lag_threshold, so replicas never exceed the partitions.")
+    limit_to_partitions_with_lag: bool = Field(default=False, description="limitToPartitionsWithLag: cap at "
+                                               "the partitions that have lag instead.")
+    polling_interval_s: PositiveFloat = Field(default=30.0, description="pollingInterval: how often KEDA checks "
+                                              "activity (scale from and to zero), seconds.")
+    cooldown_period_s: NonNegFloat = Field(default=300.0, description="cooldownPeriod: inactivity before "
+                                           "scaling to zero (min_replicas 0), seconds.")
+    sync_period_s: PositiveFloat = Field(default=15.0, description="The HPA's resync period, seconds.")
+    tolerance: NonNegFloat = Field(default=0.1, description="The HPA's tolerance: no change while |ratio - 1| ≤ "
+                                   "tolerance.")
+    behavior: Behavior | None = Field(default=None, description="The HPA's autoscaling/v2 behavior; absent = the "
+                                      "API defaults (KEDA always creates a v2 HPA).")
+
+    @model_validator(mode="after")
+    def _bounds(self) -> Keda:
+        if self.max_replicas < max(self.min_replicas, 1):
+            raise ValueError(f"max_replicas ({self.max_replicas}) must be ≥ min_replicas and ≥ 1")
+        return self
+
+
 class Static(Section):
     type: Literal["static"] = "static"
 
 
-Autoscaler = Annotated[Static | HPA | KPA | RayServe, Field(discriminator="type")]
+Autoscaler = Annotated[Static | HPA | KPA | RayServe | Keda, Field(discriminator="type")]
 AUTOSCALER_TYPES = union_tags(Autoscaler, "type")
