@@ -59,6 +59,15 @@ def aligned(doc: dict) -> dict:
     return doc
 
 
+def from_log(doc: dict) -> dict:
+    """The capsim.profile/2 sections of a served log (capsim profile from-log)."""
+    doc["schema"] = "capsim.profile/2"
+    doc["service_level"] = {"phase": "random_time", "path": [0.0, 0.1], "path_start_s": [0.0, 0.5], "span_s": 1.0,
+                            "window_batches": 9, "method": "test"}
+    doc["first_call"] = {"stall_s": [0.05, 0.06], "warm_sizes": [1, 2, 4], "method": "test"}
+    return doc
+
+
 @dataclass(frozen=True)
 class Case:
     name: str
@@ -124,6 +133,20 @@ CASES = [
     Case("created_utc a number", "created_utc", 5, ("created_utc = 5",)),
     Case("estimate without its block", "kind", "estimate", ("estimate = None", "how it was derived")),
     Case("a long value is cut short", "load.notes", "x" * 10_000, ("load.notes = 'xxxxx", "...: a list of strings")),
+    Case("stall of a day", "first_call.stall_s", [86400.0], ("first_call.stall_s = 86400.0",), base=from_log),
+    Case("warm size 0", "first_call.warm_sizes", [0, 1], ("first_call.warm_sizes = 0", "1..65536"), base=from_log),
+    Case("first calls without stalls", "first_call.stall_s", KeyError, ("first_call.stall_s = None",), base=from_log),
+    Case("served-log sections in a /1 file", "schema", "capsim.profile/1",
+         ("first_call", "capsim.profile/2"), base=from_log),
+    Case("random_time without a span", "service_level.span_s", KeyError,
+         ("service_level.phase = 'random_time'", "span_s"), base=from_log),
+    Case("random_time span of 0", "service_level.span_s", 0, ("service_level.span_s = 0", "(0, 1e+07]"), base=from_log),
+    Case("random_time starts after 0", "service_level.path_start_s", [0.1, 0.5],
+         ("service_level.path_start_s = 0.1", "begin at 0"), schema=False, base=from_log),
+    Case("random_time start beyond the span", "service_level.path_start_s", [0.0, 2.0],
+         ("service_level.path_start_s = 2.0", "within span_s = 1"), schema=False, base=from_log),
+    Case("random_time with loop gaps", "service_level.path_loop_s", [0.0, 0.0],
+         ("service_level.path_loop_s", "only with phase 'aligned'"), base=from_log),
 ]
 
 
@@ -158,6 +181,8 @@ def one_line(text: str, path: Path | str, says=()) -> None:
 def test_the_full_document_is_valid_for_reader_and_schema():
     SCHEMA.validate(full_doc())
     SCHEMA.validate(aligned(full_doc()))
+    SCHEMA.validate(from_log(full_doc()))
+    assert profile_from_dict(from_log(full_doc())).raw["first_call"]["warm_sizes"] == [1, 2, 4]
     assert profile_from_dict(full_doc()).batch_sizes == (1, 4)
     assert profile_from_dict(aligned(full_doc())).batch_sizes == (1, 4)
 
@@ -183,10 +208,10 @@ def profile_files() -> list[Path]:
 
 def is_profile(path: Path) -> bool:
     text = path.read_text()
-    if '"capsim.profile/1"' not in text:
+    if '"capsim.profile/1"' not in text and '"capsim.profile/2"' not in text:
         return False
     doc = json.loads(text)
-    return isinstance(doc, dict) and doc.get("schema") == "capsim.profile/1"
+    return isinstance(doc, dict) and doc.get("schema") in ("capsim.profile/1", "capsim.profile/2")
 
 
 BAD_FIXTURES = {"no_batches.json"}  # tests/data/bad/profile_no_batches.yaml uses it

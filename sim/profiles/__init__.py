@@ -1,1 +1,2 @@
-"""Service-time profiles: reading and writing capsim.profile/1 files, profiles from served runs, roofline estimates."""
+"""Service-time profiles: reading and writing capsim.profile files, profiles from served logs and runs, imports of
+measurements taken elsewhere, roofline estimates and their residuals against measured GPU profiles."""

@@ -20,6 +20,8 @@ from typing import NoReturn
 import numpy as np
 
 from sim.errors import ProfileError, bad_value
+from sim.serving.waiting import WAITS
+from sim.training.states import OPTIMIZERS, PRECISIONS
 
 MAX_SECONDS = 3600.0  # any duration in a profile: a longer batch or load is a unit mistake or garbage
 MIN_MEAN_LATENCY_S = 1e-9  # a batch size's mean latency: below a nanosecond it is not a measurement
@@ -136,7 +138,7 @@ def check_sections(doc: dict, check: Checker) -> None:
     if not isinstance(doc.get("created_utc", ""), str):
         check.fail("created_utc", doc["created_utc"], "a string (ISO 8601 time)")
     for rule in (_environment, _model, _serving_replay, _idle_response, _dispatch, _service_level, _memory, _load,
-                 _estimate):
+                 _estimate, _server, _first_call, _version, _provenance, _training, _llm):
         rule(doc, check)
     check.optional_section(doc, "calibration")
 
@@ -189,6 +191,13 @@ def _idle_response(doc: dict, check: Checker) -> None:
     check.strings(response, "idle_response", ("method",), nullable=False)
 
 
+def _server(doc: dict, check: Checker) -> None:
+    """How the measured server waited for work (sim/serving/waiting.py): what its idle response is of."""
+    server = check.optional_section(doc, "server", needs=("wait",))
+    if server is not None:
+        check.choice(server, "server.wait", "wait", WAITS)
+
+
 def _dispatch(doc: dict, check: Checker) -> None:
     dispatch = check.optional_section(doc, "dispatch")
     if dispatch is None:
@@ -221,7 +230,7 @@ def _service_level(doc: dict, check: Checker) -> None:
     check.strings(level, "service_level", ("method",), nullable=False)
     if "phase" not in level:
         return
-    check.choice(level, key + "phase", "phase", ("random", "aligned"))
+    check.choice(level, key + "phase", "phase", ("random", "aligned", "random_time"))
     if level["phase"] == "aligned":
         if not path.size or not starts.size:
             check.fail(key + "phase", "aligned", "needs service_level.path and path_start_s (capsim profile "
@@ -229,6 +238,158 @@ def _service_level(doc: dict, check: Checker) -> None:
         check.pair(key + "path", path, key + "path_start_s", starts)
         if "path_loop_s" in level:
             check.pair(key + "path", path, key + "path_loop_s", loops)
+    elif level["phase"] == "random_time":
+        _random_time(level, path, starts, check)
+
+
+def _random_time(level: dict, path: np.ndarray, starts: np.ndarray, check: Checker) -> None:
+    """A regime path in wall time (capsim profile from-log): levels from start times that begin at 0 and
+    increase strictly within one period ``span_s``; no loop gaps (those belong to a replay)."""
+    key = "service_level."
+    if not path.size or not starts.size or level.get("span_s") is None:
+        check.fail(key + "phase", "random_time", "needs service_level.path, path_start_s and span_s (capsim "
+                                                 "profile from-log)")
+    span = check.number(level["span_s"], key + "span_s", 0, MAX_RUN_S, lo_open=True)
+    check.pair(key + "path", path, key + "path_start_s", starts)
+    bad = np.flatnonzero(np.diff(starts) <= 0)
+    if starts[0] != 0 or bad.size or starts[-1] >= span:
+        shown_start = starts[0] if starts[0] != 0 else starts[bad[0] + 1] if bad.size else starts[-1]
+        check.fail(key + "path_start_s", float(shown_start),
+                   f"start times begin at 0 and increase strictly within span_s = {span:g}")
+    if "path_loop_s" in level:
+        check.fail(key + "path_loop_s", level["path_loop_s"], "only with phase 'aligned' (a replay of one run)")
+
+
+def _first_call(doc: dict, check: Checker) -> None:
+    """First-call stalls of served logs: samples, and the sizes that were warm (never stall)."""
+    first = check.optional_section(doc, "first_call", needs=("stall_s",))
+    if first is None:
+        return
+    check.samples(first["stall_s"], "first_call.stall_s")
+    check.numbers(first.get("warm_sizes"), "first_call.warm_sizes", 1, MAX_BATCH_SIZE, integer=True,
+                  allowed=f"a list of batch sizes (integers in 1..{MAX_BATCH_SIZE})")
+    check.strings(first, "first_call", ("method",), nullable=False)
+
+
+def _version(doc: dict, check: Checker) -> None:
+    """``first_call`` and ``service_level.phase: random_time`` came with ``capsim.profile/2``."""
+    if doc.get("schema") != "capsim.profile/1":
+        return
+    if doc.get("first_call") is not None:
+        check.fail("first_call", "{...}", "a capsim.profile/2 section; the file says schema 'capsim.profile/1'")
+    if (doc.get("service_level") or {}).get("phase") == "random_time":
+        check.fail("service_level.phase", "random_time", "needs schema 'capsim.profile/2'; the file says "
+                                                         "'capsim.profile/1'")
+
+
+def _training(doc: dict, check: Checker) -> None:
+    """Measured training steps and all-reduce times (capsim calibrate --mode train), a capsim.profile/3 section."""
+    training = check.optional_section(doc, "training", needs=("steps",))
+    if training is None:
+        return
+    if doc.get("schema") in ("capsim.profile/1", "capsim.profile/2"):
+        check.fail("training", "{...}", f"a capsim.profile/3 section; the file says schema {doc['schema']!r}")
+    check.choice(training, "training.precision", "precision", PRECISIONS)
+    check.choice(training, "training.optimizer", "optimizer", OPTIMIZERS)
+    check.byte_count(training.get("gradient_bytes"), "training.gradient_bytes")
+    check.strings(training, "training", ("method",))
+    steps = training["steps"]
+    if not isinstance(steps, list) or not steps:
+        check.fail("training.steps", steps, "a non-empty list of {micro_batch, forward_backward_s, optimizer_s}")
+    sizes: set = set()
+    for i, entry in enumerate(steps):
+        key = f"training.steps[{i}]"
+        if not isinstance(entry, dict):
+            check.fail(key, entry, "each step entry is an object")
+        b = check.number(entry.get("micro_batch"), f"{key}.micro_batch", 1, MAX_BATCH_SIZE, integer=True)
+        if b in sizes:
+            check.fail(f"{key}.micro_batch", b, "each micro-batch size may appear once")
+        sizes.add(b)
+        check.samples(entry.get("forward_backward_s"), f"{key}.forward_backward_s", needed=True)
+        check.samples(entry.get("optimizer_s"), f"{key}.optimizer_s")
+        check.byte_count(entry.get("peak_memory_bytes"), f"{key}.peak_memory_bytes")
+    _allreduce(training.get("allreduce"), check)
+
+
+LLM_TERMS = ("prefill_tokens", "decode_tokens", "kv_tokens_read", "attention_pairs", "output_tokens")
+LLM_ARCHITECTURE = ("layers", "hidden", "heads", "kv_heads", "ffn", "vocab", "max_positions")
+MAX_TOKENS = 2**40  # token counts of one iteration (attention pairs grow with a prompt's square)
+
+
+def _llm(doc: dict, check: Checker) -> None:
+    """Measured iterations of a decoder LLM (capsim calibrate --mode llm, from-run LLM profiles), a
+    capsim.profile/3 section: per iteration composition its times (sim/profiles/llm.py fits them)."""
+    llm = check.optional_section(doc, "llm", needs=("iterations",))
+    if llm is None:
+        return
+    if doc.get("schema") in ("capsim.profile/1", "capsim.profile/2"):
+        check.fail("llm", "{...}", f"a capsim.profile/3 section; the file says schema {doc['schema']!r}")
+    architecture = check.optional_section(llm, "architecture") or {}
+    for field in LLM_ARCHITECTURE:
+        if field in architecture:
+            check.number(architecture[field], f"llm.architecture.{field}", 1, MAX_TOKENS, integer=True)
+    kv = check.optional_section(llm, "kv_cache") or {}
+    if "block_size" in kv:
+        check.number(kv["block_size"], "llm.kv_cache.block_size", 1, 4096, integer=True)
+    if "blocks" in kv:
+        check.number(kv["blocks"], "llm.kv_cache.blocks", 1, MAX_TOKENS, integer=True)
+    check.strings(kv, "llm.kv_cache", ("kind", "layout"))
+    if "tensor_parallel" in llm:
+        check.number(llm["tensor_parallel"], "llm.tensor_parallel", 1, 65536, integer=True)
+    check.strings(llm, "llm", ("method", "source"))
+    _llm_operators(llm.get("operators"), check)
+    iterations = llm["iterations"]
+    if not isinstance(iterations, list) or not iterations:
+        check.fail("llm.iterations", iterations, "a non-empty list of {prefill_tokens, decode_tokens, kv_tokens_read, "
+                                                 "attention_pairs, step_s}")
+    for i, entry in enumerate(iterations):
+        key = f"llm.iterations[{i}]"
+        if not isinstance(entry, dict):
+            check.fail(key, entry, "each iteration entry is an object")
+        counts = [check.number(entry.get(t, 0), f"{key}.{t}", 0, MAX_TOKENS, integer=True) for t in LLM_TERMS]
+        if counts[0] + counts[1] < 1:
+            check.fail(f"{key}.decode_tokens", counts[1], "an iteration computes at least one token (prefill_tokens "
+                                                          "+ decode_tokens >= 1)")
+        check.samples(entry.get("step_s"), f"{key}.step_s", needed=True)
+
+
+def _llm_operators(ops: object, check: Checker) -> None:
+    """Token-wise times per token count: ``rows`` strictly increasing, ``body_s`` and ``head_s`` one per row."""
+    if ops is None:
+        return
+    if not isinstance(ops, dict):
+        check.fail("llm.operators", ops, "an object {rows, body_s, head_s} or null")
+    rows = check.numbers(ops.get("rows"), "llm.operators.rows", 1, MAX_TOKENS, integer=True)
+    if rows.size < 2 or (np.diff(rows) <= 0).any():
+        check.fail("llm.operators.rows", ops.get("rows"), "two or more token counts, increasing strictly")
+    for field in ("body_s", "head_s"):
+        check.pair("llm.operators.rows", rows, f"llm.operators.{field}",
+                   check.numbers(ops.get(field), f"llm.operators.{field}", 0.0, MAX_SECONDS, allowed=SECONDS))
+    check.strings(ops, "llm.operators", ("method",))
+
+
+def _allreduce(allreduce: object, check: Checker) -> None:
+    """All-reduce times per message size on ``world_size`` ranks: two sizes or more, for the alpha-beta fit."""
+    if allreduce is None:
+        return
+    if not isinstance(allreduce, dict):
+        check.fail("training.allreduce", allreduce, "an object or null")
+    check.number(allreduce.get("world_size"), "training.allreduce.world_size", 2, 65536, integer=True)
+    check.strings(allreduce, "training.allreduce", ("backend", "device"))
+    sizes = allreduce.get("sizes")
+    if not isinstance(sizes, list) or len(sizes) < 2:
+        check.fail("training.allreduce.sizes", sizes, "a list of two or more {message_bytes, time_s} (the fit of "
+                                                     "latency and bandwidth needs two sizes)")
+    seen: set = set()
+    for i, entry in enumerate(sizes):
+        key = f"training.allreduce.sizes[{i}]"
+        if not isinstance(entry, dict):
+            check.fail(key, entry, "each size entry is an object")
+        size = check.number(entry.get("message_bytes"), f"{key}.message_bytes", 1, MAX_BYTES, integer=True)
+        if size in seen:
+            check.fail(f"{key}.message_bytes", size, "each message size may appear once")
+        seen.add(size)
+        check.samples(entry.get("time_s"), f"{key}.time_s", needed=True)
 
 
 def _memory(doc: dict, check: Checker) -> None:
@@ -300,6 +461,24 @@ def _estimate(doc: dict, check: Checker) -> None:
     for field in ("assumptions", "roofline", "gpu_sources"):
         if not isinstance(estimate.get(field, {}), dict):
             check.fail(f"estimate.{field}", estimate[field], "an object")
+    uncertainty = estimate.get("uncertainty")
+    if uncertainty is not None:
+        if not isinstance(uncertainty, dict):
+            check.fail("estimate.uncertainty", uncertainty, "an object (bound, max_abs_residual, residuals) or null")
+        for field in ("bound", "max_abs_residual"):
+            check.number(uncertainty.get(field), f"estimate.uncertainty.{field}", 0, nullable=True)
+
+
+def _provenance(doc: dict, check: Checker) -> None:
+    """Where a profile's numbers came from when capsim did not measure them (capsim profile import)."""
+    provenance = check.optional_section(doc, "provenance", needs=("method",))
+    if provenance is None:
+        return
+    check.strings(provenance, "provenance", ("method", "format", "samples"), nullable=False)
+    check.strings(provenance, "provenance", ("measured_with", "model_key", "architecture"))
+    lost = provenance.get("lost", [])
+    if not (isinstance(lost, list) and all(isinstance(x, str) for x in lost)):
+        check.fail("provenance.lost", lost, "a list of strings (what the source did not hold)")
 
 
 def _as_float(x: object, integer: bool = False) -> float:

@@ -1,4 +1,4 @@
-"""Reading ``capsim.profile/1`` files: what ``capsim calibrate`` measured (docs/profile.md).
+"""Reading ``capsim.profile/1`` and ``/2`` files: what ``capsim calibrate`` measured (docs/profile.md).
 
 The simulator reads profiles through :func:`load_profile` and never imports torch or the
 ``calibration`` package. Every problem with a file is a :class:`ProfileError` naming the file,
@@ -18,6 +18,9 @@ from sim.profiles.checks import MAX_BATCH_SIZE, Checker, check_sections
 from sim.results.files import write_text
 
 SCHEMA = "capsim.profile/1"
+SCHEMA_V2 = "capsim.profile/2"  # /1 plus the sections of served logs: first_call, service_level phase random_time
+SCHEMA_V3 = "capsim.profile/3"  # /2 plus training (capsim calibrate --mode train), where batches may be left out
+SCHEMAS = (SCHEMA, SCHEMA_V2, SCHEMA_V3)
 KINDS = ("measured", "estimate")
 BUILTIN_DIR = Path(__file__).resolve().parents[1] / "data" / "profiles"
 MAX_FILE_BYTES = 64 * 2**20  # the largest shipped profile is under 0.1 MiB, a from-run speed trace a few MiB
@@ -130,15 +133,18 @@ def profile_from_dict(doc: object, path: str | Path = "<profile>") -> Profile:
     if not isinstance(doc, dict):
         raise ProfileError(f"{path}: the top level is {type(doc).__name__}; a JSON object is needed")
     check = Checker(path)
-    if doc.get("schema") != SCHEMA:
-        check.fail("schema", doc.get("schema"), f"must be {SCHEMA!r}")
+    if doc.get("schema") not in SCHEMAS:
+        check.fail("schema", doc.get("schema"), f"must be {SCHEMA!r}, {SCHEMA_V2!r} or {SCHEMA_V3!r}")
     kind = doc.get("kind")
     if kind not in KINDS:
         check.fail("kind", kind, "must be 'measured' or 'estimate'")
     env, model = check.section(doc, "environment"), check.section(doc, "model")
     batches = doc.get("batches")
     if not isinstance(batches, list) or not batches:
-        check.fail("batches", batches, "a non-empty list of batch entries is needed (no usable batch sizes)")
+        check.fail("batches", batches, "a non-empty list of batch entries is needed (no usable batch sizes)"
+                   + ("; this is a training profile, which capsim train-plan reads" if doc.get("training") else "")
+                   + ("; this is an LLM iteration profile, which llm.step_time {type: calibrated} reads"
+                      if doc.get("llm") else ""))
     latency, forward, host, first, memory = {}, {}, {}, {}, {}
     for i, entry in enumerate(batches):
         key = f"batches[{i}]"

@@ -46,10 +46,43 @@ def profile_summary(profile) -> list[str]:
     cold = profile.cold_start_load_s()
     lines.append(f"cold start (load + runtime start + warm-up): {cold:.2f} s" if cold is not None
                  else "cold start: not fully measured (see load.notes)")
+    if profile.load:
+        lines += cold_start_lines(profile)
+    provenance = profile.raw.get("provenance") or {}
+    if provenance:
+        sources = ", ".join(s.get("file", "?") for s in provenance.get("sources") or [])
+        lines.append(f"imported ({provenance.get('format')}, samples {provenance.get('samples')}) from {sources}: "
+                     f"{provenance.get('measured_with') or 'measured elsewhere'}")
+        lines.append("not in the source: " + "; ".join(provenance.get("lost") or []))
     if profile.is_estimate:
         est = profile.raw.get("estimate") or {}
         lines.append(f"[bold yellow]ESTIMATE, not a measurement[/]: {est.get('method')} on {est.get('gpu')}; "
                      f"{est.get('notes', '')}")
+        lines.append(uncertainty_line(est.get("uncertainty")))
+    return lines
+
+
+def uncertainty_line(uncertainty: dict | None) -> str:
+    """The stated uncertainty of a roofline estimate, as recorded in its profile."""
+    if not uncertainty or uncertainty.get("bound") is None:
+        return "uncertainty: not stated (an estimate made before estimates were checked against measurements)"
+    worst = ", ".join(f"{name} {max(abs(r) for r in res.values()):.0%}"
+                      for name, res in (uncertainty.get("residuals") or {}).items() if res)
+    return (f"uncertainty: within ±{uncertainty['bound']:.0%} of measured medians at every size where checked "
+            f"(largest residual by profile: {worst or 'none'}); docs/gpu.md")
+
+
+def cold_start_lines(profile) -> list[str]:
+    """The cold start of a replica serving this profile, phase by phase (scenario defaults for the phases
+    a profile cannot say: provisioning, image pull, the readiness probe)."""
+    from sim.scaling.lifecycle import cold_start_phases
+    from sim.scenario.scaling import ColdStart
+
+    rows = cold_start_phases(ColdStart(), profile, warmed_up=True)
+    lines = ["cold start of a replica, phase by phase (scenario defaults where the profile cannot say; "
+             "docs/autoscaling.md):"]
+    lines += [f"  {name:<16} {seconds:7.2f} s  {basis}" for name, seconds, basis in rows]
+    lines.append(f"  {'ready after':<16} {sum(r[1] for r in rows):7.2f} s")
     return lines
 
 

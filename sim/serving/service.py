@@ -23,6 +23,7 @@ import numpy as np
 from sim.distributions import BufferedStream, unit_distribution
 from sim.errors import ProfileError
 from sim.profiles.profile import list_builtin_profiles, load_profile, resolve_profile_path
+from sim.serving.waiting import modelled_wait, recorded_wait
 
 
 class ServiceSampler:
@@ -78,6 +79,11 @@ class ProfileSampler(ServiceSampler):
         self._levels = [SpeedLevel.of(profile, rng)]
         self._rng = rng
         self.trace = SpeedTrace.of(profile)
+        # A regime path in wall time (phase random_time) starts at a random phase per replica, likewise.
+        self._phases = [rng.uniform(0.0, self.trace.span_s)] if self.trace and self.trace.span_s else []
+        first_call = (profile.raw or {}).get("first_call")
+        self._stalls = [float(x) for x in first_call["stall_s"]] if first_call and not warmed_up else None
+        self._warm_sizes = set(first_call.get("warm_sizes") or ()) if first_call else set()
         self._response = IdleResponse.of(profile) if idle_effects else None
         idle_ratios, self._idle_gap_s = (idle_slowdown(profile) if idle_effects and self._response is None
                                          else ({}, 1.0))
@@ -117,7 +123,9 @@ class ProfileSampler(ServiceSampler):
             ratios = self._idle[batch_size]
             ratio = ratios[int(self._uniform.next() * len(ratios))]
             x *= 1.0 + (ratio - 1.0) * min(1.0, idle_s / self._idle_gap_s)
-        if self.trace is not None:
+        if self._phases:
+            x = self.trace.circular_duration((now_s + self._phase_of(replica)) % self.trace.span_s, x)
+        elif self.trace is not None:
             x = self.trace.duration(now_s, x)
         if overhead:
             x += overhead[int(self._uniform.next() * len(overhead))]
@@ -133,11 +141,24 @@ class ProfileSampler(ServiceSampler):
             levels.append(SpeedLevel.of(self.profile, child))
         return levels[replica]
 
+    def _phase_of(self, replica: int) -> float:
+        phases = self._phases
+        while len(phases) <= replica:
+            child = np.random.default_rng(self._rng.bit_generator.seed_seq.spawn(1)[0])
+            phases.append(child.uniform(0.0, self.trace.span_s))
+        return phases[replica]
+
     def mean_s(self, batch_size: int) -> float:
         return self._mean[batch_size]
 
     def first_call_extra_s(self, batch_size: int) -> float:
-        return self._first[batch_size]
+        """With the profile's ``first_call`` section: 0 for a size in its ``warm_sizes``, else one draw of
+        its stalls; without it the measured first call of the size beyond its median."""
+        if self._stalls is None:
+            return self._first[batch_size]
+        if batch_size in self._warm_sizes or not self._stalls:
+            return 0.0
+        return self._stalls[int(self._uniform.next() * len(self._stalls))] / self._speedup
 
 
 class SpeedLevel:
@@ -167,7 +188,7 @@ class SpeedLevel:
     def of(cls, profile, rng: np.random.Generator) -> SpeedLevel | None:
         c = (profile.raw or {}).get("service_level") or {}
         sigma, rho, path = c.get("sigma"), c.get("rho"), c.get("path")
-        if c.get("phase") == "aligned" or (not path and (not sigma or rho is None)):
+        if c.get("phase") in ("aligned", "random_time") or (not path and (not sigma or rho is None)):
             return None
         return cls(float(sigma or 0.0), float(rho or 0.0), rng, path)
 
@@ -181,7 +202,9 @@ class SpeedLevel:
 
 class SpeedTrace:
     """A served run's speed over time, replayed at the same moments (``service_level.phase: aligned``,
-    a ``capsim profile from-run --speed trace`` profile of one run; ``capsim validate --from-run replay``).
+    a ``capsim profile from-run --speed trace`` profile of one run; ``capsim validate --from-run replay``),
+    or a served log's speed regimes, repeating every ``span_s`` and entered at a random phase per replica
+    (``phase: random_time``, ``capsim profile from-log``: :meth:`circular_duration`).
 
     Real batch ``i`` started at ``path_start_s[i]`` and took ``exp(path[i])`` times its size's median
     (after the idle response is taken out): from then until the next real batch started the machine
@@ -195,9 +218,10 @@ class SpeedTrace:
     simulator's only remaining draws are dispatch delays after idle.
     """
 
-    __slots__ = ("_at", "_rate", "_work", "has_loop")
+    __slots__ = ("_at", "_rate", "_work", "has_loop", "span_s")
 
-    def __init__(self, start_s: list[float], log_level: list[float], loop_s: list[float] | None = None) -> None:
+    def __init__(self, start_s: list[float], log_level: list[float], loop_s: list[float] | None = None,
+                 span_s: float | None = None) -> None:
         if len(start_s) != len(log_level) or not start_s or (loop_s is not None and len(loop_s) != len(start_s)):
             raise ProfileError(f"service_level.path_start_s has {len(start_s)} times for {len(log_level)} path "
                                f"levels{'' if loop_s is None else f' and {len(loop_s)} loop gaps'}; they must pair "
@@ -220,19 +244,23 @@ class SpeedTrace:
             total += (at[k] - at[k - 1]) * rate[k - 1]
             work.append(total)
         self._work = work
+        self.span_s = span_s
 
     @classmethod
     def of(cls, profile) -> SpeedTrace | None:
         c = (profile.raw or {}).get("service_level") or {}
         phase = c.get("phase") or "random"
-        if phase not in ("random", "aligned"):
+        if phase not in ("random", "aligned", "random_time"):
             raise ProfileError(f"service_level.phase = {phase!r}: must be 'random' (walk the level path from a "
-                               "random start) or 'aligned' (replay it at the times in path_start_s)")
+                               "random start), 'aligned' (replay it at the times in path_start_s) or "
+                               "'random_time' (replay it in wall time from a random phase)")
         if phase == "random":
             return None
         if not c.get("path") or not c.get("path_start_s"):
-            raise ProfileError("service_level.phase = 'aligned' needs service_level.path and path_start_s "
-                               "(capsim profile from-run --speed trace, from one run)")
+            raise ProfileError(f"service_level.phase = {phase!r} needs service_level.path and path_start_s "
+                               "(capsim profile from-run --speed trace, or from-log)")
+        if phase == "random_time":
+            return cls(c["path_start_s"], c["path"], span_s=float(c["span_s"]))
         return cls(c["path_start_s"], c["path"], c.get("path_loop_s"))
 
     @property
@@ -257,6 +285,14 @@ class SpeedTrace:
             return self._at[-1] + (target - self._work[-1]) / self._rate[-1] - now_s
         # work[k-1] < target <= work[k]: segment k-1 does work, so its rate is > 0
         return self._at[k - 1] + (target - self._work[k - 1]) / self._rate[k - 1] - now_s
+
+    def circular_duration(self, phase_s: float, work_s: float) -> float:
+        """How long ``work_s`` takes from ``phase_s`` in [0, span_s) of a path that repeats every
+        ``span_s`` (``phase: random_time``; its first level starts at 0, its last lasts until span_s)."""
+        period = self.work_at(self.span_s)
+        done = self.work_at(phase_s) + work_s
+        cycles = math.floor(done / period)
+        return cycles * self.span_s + self.duration(0.0, done - cycles * period) - phase_s
 
 
 class IdleResponse:
@@ -351,10 +387,12 @@ def build_service(scenario, rng: np.random.Generator) -> ServiceSampler:
         dist = unit_distribution(spec.distribution, spec.cv)
         return ParametricSampler(spec.base_s, spec.per_item_s, BufferedStream(dist.sample, rng))
     profile = resolve_profile(scenario)
+    wait = modelled_wait(spec.server_wait, spec.idle_effects, recorded_wait(profile.raw),
+                         f"the profile {profile.model_name!r} ({profile.path})")
     sampler = ProfileSampler(profile, scenario.batching.max_batch_size, rng, host_overhead=spec.host_overhead,
-                             warmed_up=spec.warmed_up, speedup=spec.speedup, idle_effects=spec.idle_effects)
+                             warmed_up=spec.warmed_up, speedup=spec.speedup, idle_effects=wait is not None)
     trace, horizon = sampler.trace, scenario.run.duration_s
-    if trace is not None and horizon is not None and horizon > 1.5 * trace.end_s + 1.0:
+    if trace is not None and trace.span_s is None and horizon is not None and horizon > 1.5 * trace.end_s + 1.0:
         raise ProfileError(
             f"run.duration_s = {horizon:g}: the profile {profile.model_name!r} ({profile.path}) replays one served "
             f"run's speed, which ends at {trace.end_s:.3g} s (service_level.phase = 'aligned'); to simulate other "
