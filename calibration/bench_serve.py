@@ -124,7 +124,8 @@ def write_run_dir(out: Path, raw: dict, arrival_s: np.ndarray, config, settings:
         "clock": "time.perf_counter (CLOCK_MONOTONIC), seconds from a common t0; arrival_s is the schedule",
         "loadgen": {"lag_mean_s": _r(np.mean(lag)), "lag_p99_s": _r(np.percentile(lag, 99)),
                     "lag_max_s": _r(np.max(lag)), "late_over_1ms_share": _r(float(np.mean(lag > 1e-3)))},
-        "server": {"batch_late_median_s": _r(np.median(late)) if late.size else None,
+        "server": {"wait": config.wait,  # how it waited for work (sim/serving/waiting.py)
+                   "batch_late_median_s": _r(np.median(late)) if late.size else None,
                    "batch_late_p99_s": _r(np.percentile(late, 99)) if late.size else None,
                    "batch_late_note": "batch start - when the batching rules made it due (wake-ups, GIL, "
                                       "scheduling); the simulator starts batches exactly when due",

@@ -34,6 +34,8 @@ class CalibrationRequest:
     threads: int | None = None
     replay_batches: int = 100
     replay_utilisation: float = 0.2
+    wait: str = "block"  # how the server waits for work: the idle sweep's and the replay's gaps are waited so
+    idle_rounds: int = 6
     measure_load: bool = True
     runtime_start_runs: int = 3
     scratch_dir: str | None = None
@@ -59,7 +61,7 @@ def calibrate(req: CalibrationRequest) -> dict:
     sizes = tuple(sorted(set(req.batch_sizes or default_batch_sizes(req.model))))
     settings = BenchSettings(batch_sizes=sizes, samples=req.samples, warmup=req.warmup,
                              replay_batches=req.replay_batches, replay_utilisation=req.replay_utilisation,
-                             seed=req.seed, progress=req.progress)
+                             wait=req.wait, idle_rounds=req.idle_rounds, seed=req.seed, progress=req.progress)
     probe = MemoryProbe(device)
     try:
         bench = run_benchmark(Harness(runnable, built.make_input, device, dtype), settings, probe)
@@ -83,8 +85,10 @@ def calibrate(req: CalibrationRequest) -> dict:
         load=load,
         memory={"device_total_bytes": total, "max_batch_size_fits": fits, "method": probe.method,
                 "fit_method": how, "baseline_bytes": bench.baseline_memory_bytes},
+        server={"wait": req.wait},
         calibration={"samples": req.samples, "warmup": req.warmup, "seed": req.seed,
                      "replay_batches": req.replay_batches, "replay_utilisation": req.replay_utilisation,
+                     "idle_rounds": req.idle_rounds,
                      "first_call_order": "ascending batch size, one each, before any warm-up",
                      "benchmark_wall_s": round(bench.wall_s, 2),
                      "wall_s": round(time.perf_counter() - started, 2), "command": req.command},

@@ -16,16 +16,28 @@ response per request, so ``end_s - start_s`` is the profile's ``latency_s + host
 ``arrival_s`` is the *scheduled* time, not when the server noticed it: a late load generator or a
 busy server shows up as latency, never as a slower offered load (no coordinated omission).
 
-Waiting: the load generator and the server each sleep until ``SPIN_S`` before a known deadline and
-spin the rest with ``time.sleep(0)`` (which releases the GIL, so the two threads never hold each other
-up for a whole switch interval). An idle server blocks on a condition variable; its wake-up time is
-part of each batch's ``late_s``: its start minus when the rules made it due (the later of the previous
-batch's end and the arrival or deadline that triggered it) -- a cost of a real server that the
-simulator does not model.
+Waiting (``ServeConfig.wait``, ``capsim bench-serve --wait``; ``sim/serving/waiting.py``): how the server
+waits for work can change how fast it starts and runs its first batch after an idle spell (a blocked
+thread must be woken, and its core may idle meanwhile), so it is a named property of the server,
+recorded in ``run.json`` (``server.wait``) and in the profiles calibrated for it:
+
+* ``block`` (default): an idle server blocks on a condition variable (the load generator notifies it);
+  waiting for a queue-delay deadline it blocks until ``SPIN_S`` before it, then spins;
+* ``poll``: a busy loop that checks the queue (and the clock) and never blocks: each turn calls
+  ``os.sched_yield()``, which releases the GIL and offers the core to any other runnable thread, so
+  the load generator thread can deliver (with ``time.sleep(0)`` there 7-10 times as many requests
+  were delivered > 0.3 ms late: it re-took the GIL before the waiting thread woke); the server's core
+  never goes idle.
+
+The load generator sleeps until ``SPIN_S`` before each arrival and spins the rest with ``time.sleep(0)``
+(which releases the GIL, so the two threads never hold each other up for a whole switch interval). The
+server's wake-up time is part of each batch's ``late_s``: its start minus when the rules made it due
+(the later of the previous batch's end and the arrival or deadline that triggered it).
 """
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections import deque
@@ -37,6 +49,7 @@ import torch
 
 from calibration.harness import Harness, _split
 from sim.serving.batching import size_now_table
+from sim.serving.waiting import WAITS
 
 SPIN_S = 200e-6  # sleep until this long before a deadline, then spin
 
@@ -57,6 +70,11 @@ class ServeConfig:
     seed: int = 0
     drain_timeout_s: float = 30.0
     input_pool: int = 512  # distinct per-request inputs, reused round robin by request id
+    wait: str = "block"  # how the server waits for work: one of sim.serving.waiting.WAITS
+
+    def __post_init__(self) -> None:
+        if self.wait not in WAITS:
+            raise ValueError(f"wait = {self.wait!r}: must be one of {', '.join(WAITS)}")
 
     def sizes_to_warm(self) -> tuple[int, ...]:
         sizes = self.warmup_sizes or tuple(range(1, self.max_batch_size + 1))
@@ -94,6 +112,51 @@ class Clock:
             time.sleep(0)
 
 
+class Inbox:
+    """A server's queue of waiting requests and how the server waits for one (``wait``, see the module
+    docstring): ``calibration/server.py``'s loop and calibration's idle sweep wait through this one class."""
+
+    def __init__(self, wait: str, clock: Clock) -> None:
+        self.queue: deque[tuple[int, float]] = deque()
+        self.clock = clock
+        self.polling = wait == "poll"
+        self.closed = False
+        self._cond = threading.Condition()
+
+    def put(self, item: tuple[int, float]) -> None:
+        """The producer side (a load generator's thread): queue ``item`` and, unless polled, wake the server."""
+        self.queue.append(item)
+        if not self.polling:
+            with self._cond:
+                self._cond.notify()
+
+    def close(self) -> None:
+        """No more requests will come."""
+        with self._cond:
+            self.closed = True
+            self._cond.notify()
+
+    def wait(self, n: int, deadline: float | None = None) -> None:
+        """Until the queue length changes from ``n``, the inbox is closed, or ``deadline`` (clock time) passes."""
+        q, now = self.queue, self.clock.now
+        if self.polling:  # check, yield (the GIL, and the core to any runnable thread), check again: never block
+            while len(q) == n and not self.closed and (deadline is None or now() < deadline):
+                os.sched_yield()
+            return
+        with self._cond:
+            while len(q) == n and not self.closed:
+                if deadline is None:
+                    self._cond.wait()
+                    continue
+                remaining = deadline - now()
+                if remaining <= SPIN_S:
+                    break
+                self._cond.wait(remaining - SPIN_S)
+        if deadline is not None and len(q) == n:  # the last stretch: spin, still watching the queue
+            while len(q) == n and now() < deadline:
+                time.sleep(0)
+
+
 class BatchingServer:
     """One replica's queue and Triton-style batching loop around a :class:`Harness`."""
 
@@ -102,38 +165,33 @@ class BatchingServer:
         self.h, self.config, self.clock, self.on_batch = harness, config, clock, on_batch
         self.size_now = size_now_table(config.max_batch_size, config.preferred_batch_sizes)
         self.inputs = harness.requests(config.input_pool)
-        self.queue: deque[tuple[int, float]] = deque()
-        self.cond = threading.Condition()
-        self.closed = False
+        self.inbox = Inbox(config.wait, clock)
+        self.queue = self.inbox.queue
         self.records = ServerRecords()
 
     # ------------------------------------------------------------ the producer side
     def submit(self, request_id: int) -> None:
         received = self.clock.now()
         self.records.received_s[request_id] = received
-        self.queue.append((request_id, received))
-        with self.cond:
-            self.cond.notify()
+        self.inbox.put((request_id, received))
 
     def close(self) -> None:
         """No more requests will come; the loop drains the queue and returns."""
-        with self.cond:
-            self.closed = True
-            self.cond.notify()
+        self.inbox.close()
 
     # ------------------------------------------------------------ the loop
     def serve_forever(self) -> ServerRecords:
-        q, cfg, size_now = self.queue, self.config, self.size_now
+        q, cfg, size_now, inbox = self.queue, self.config, self.size_now, self.inbox
         free_since = 0.0  # end of the previous batch
         drain_deadline: float | None = None
         while True:
             n = len(q)
             if n == 0:
-                if self.closed:
+                if inbox.closed:
                     break
-                self._wait(None, 0)
+                inbox.wait(0)
                 continue
-            if self.closed and drain_deadline is None:
+            if inbox.closed and drain_deadline is None:
                 drain_deadline = self.clock.now() + cfg.drain_timeout_s
             if drain_deadline is not None and self.clock.now() > drain_deadline:
                 self.records.abandoned.extend(rid for rid, _ in q)
@@ -144,28 +202,12 @@ class BatchingServer:
             if not size:
                 deadline = q[0][1] + cfg.max_queue_delay_s
                 if self.clock.now() < deadline:
-                    self._wait(deadline, n)
+                    inbox.wait(n, deadline)
                     continue
                 size = min(n, cfg.max_batch_size)
                 due = max(free_since, deadline)
             free_since = self._run_batch(size, due)
         return self.records
-
-    def _wait(self, deadline: float | None, n: int) -> None:
-        """Until the queue length changes from ``n``, the server is closed, or ``deadline`` passes."""
-        q = self.queue
-        with self.cond:
-            while len(q) == n and not self.closed:
-                if deadline is None:
-                    self.cond.wait()
-                    continue
-                remaining = deadline - self.clock.now()
-                if remaining <= SPIN_S:
-                    break
-                self.cond.wait(remaining - SPIN_S)
-        if deadline is not None and len(q) == n:  # the last stretch: spin, still watching the queue
-            while len(q) == n and self.clock.now() < deadline:
-                time.sleep(0)
 
     def _run_batch(self, size: int, due: float) -> float:
         h, rec, q, now = self.h, self.records, self.queue, self.clock.now

@@ -5,14 +5,19 @@ batching setting a short pilot run measures the capacity the server has under tr
 are set from it; then per setting and load one ``capsim bench-serve`` run (the top load twice, with
 the same arrivals). ``record_suite`` does all of it into one folder; the live suite
 (``tests/test_validate_cpu.py``, ``make validate``) and the committed recordings
-(``scripts/record_validation_cpu.py`` -> ``tests/data/recordings/cpu/``) both come from it.
+(``scripts/record_validation_cpu.py`` -> ``tests/data/recordings/cpu/``, ``cpu-poll/``) both come from it.
+
+``wait`` is how the server waits for work (``bench-serve --wait``, sim/serving/waiting.py), and the
+calibration measures its idle response the same way (``calibrate --wait``). A suite of a server that
+does not block calibrates under ``block`` as well, just before: the profile capsim would have used
+without ``--wait``, to compare against.
 """
 
 from __future__ import annotations
 
 import subprocess
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 MODEL = "calibration.validation_model:wide_mlp"
@@ -24,6 +29,11 @@ PILOT_S = 3.0
 PROFILE_NAME = "profile-cpu-1t.json"
 
 
+def profile_name(wait: str) -> str:
+    """The suite's calibrated profile of a server that waits for work as ``wait``."""
+    return PROFILE_NAME if wait == "block" else PROFILE_NAME.replace(".json", f"-{wait}.json")
+
+
 @dataclass(frozen=True)
 class RecordedSuite:
     """What ``record_suite`` wrote: the calibrated profile, the run folders in order, the command lines."""
@@ -31,6 +41,8 @@ class RecordedSuite:
     profile: Path
     run_dirs: list[Path]
     commands: list[list[str]]
+    wait: str = "block"
+    profiles: dict[str, Path] = field(default_factory=dict)  # per waiting behaviour calibrated under
 
 
 def capsim(*args: str) -> str:
@@ -45,8 +57,9 @@ def run_name(max_batch: int, delay_ms: float, load: float) -> str:
     return f"b{max_batch}-d{delay_ms:g}ms-load{round(load * 100)}"
 
 
-def record_suite(work: Path) -> RecordedSuite:
-    """Calibrate, pilot and run the whole suite into ``work``; pilots go to ``work/pilot-b<B>``."""
+def record_suite(work: Path, wait: str = "block", repeat: bool = True) -> RecordedSuite:
+    """Calibrate, pilot and run the whole suite into ``work`` with a server that waits as ``wait``; pilots go
+    to ``work/pilot-b<B>``; without ``repeat`` the top load runs once."""
     from sim.profiles.profile import load_profile
     from sim.validation.validate import capacity_rps
 
@@ -57,11 +70,13 @@ def record_suite(work: Path) -> RecordedSuite:
         return capsim(*args)
 
     work.mkdir(parents=True, exist_ok=True)
-    profile = work / PROFILE_NAME
     top = max(b for b, _ in SETTINGS)
-    run("calibrate", "--model", MODEL, "--threads", str(THREADS), "--batch-sizes",
-        ",".join(map(str, range(1, top + 1))), "--samples", "60", "--warmup", "5", "--replay-batches", "40",
-        "--skip-load", "--no-progress", "--out", str(profile))
+    profiles = {w: work / profile_name(w) for w in dict.fromkeys((wait, "block"))}
+    for w, path in profiles.items():
+        run("calibrate", "--model", MODEL, "--threads", str(THREADS), "--batch-sizes",
+            ",".join(map(str, range(1, top + 1))), "--samples", "60", "--warmup", "5", "--replay-batches", "40",
+            "--wait", w, "--skip-load", "--no-progress", "--out", str(path))
+    profile = profiles[wait]
     prof = load_profile(profile)
     runs = []
     for max_batch, delay_ms in SETTINGS:
@@ -71,7 +86,7 @@ def record_suite(work: Path) -> RecordedSuite:
         pilot = work / f"pilot-b{max_batch}"
         run("bench-serve", "--model", MODEL, "--threads", str(THREADS), "--max-batch-size", str(max_batch),
             "--max-queue-delay-ms", str(delay_ms), "--rate", str(round(0.5 * capacity_rps(prof, max_batch, 1), 1)),
-            "--duration", str(PILOT_S), "--seed", "2", "--out", str(pilot))
+            "--duration", str(PILOT_S), "--seed", "2", "--wait", wait, "--out", str(pilot))
         run("profile", "from-run", str(pilot), "--out", str(work / f"pilot-b{max_batch}.json"))
         capacity = capacity_rps(load_profile(work / f"pilot-b{max_batch}.json"), max_batch, 1)
         for load in LOADS:
@@ -79,9 +94,9 @@ def record_suite(work: Path) -> RecordedSuite:
             duration = max(MIN_DURATION_S, MIN_REQUESTS / rate)
             name = run_name(max_batch, delay_ms, load)
             # The top load runs twice with the same arrivals: how far the real server repeats itself.
-            for suffix in ("", "-repeat") if load == max(LOADS) else ("",):
+            for suffix in ("", "-repeat") if repeat and load == max(LOADS) else ("",):
                 run("bench-serve", "--model", MODEL, "--threads", str(THREADS), "--max-batch-size",
                     str(max_batch), "--max-queue-delay-ms", str(delay_ms), "--rate", str(rate), "--duration",
-                    f"{duration:.2f}", "--seed", "1", "--out", str(work / (name + suffix)))
+                    f"{duration:.2f}", "--seed", "1", "--wait", wait, "--out", str(work / (name + suffix)))
                 runs.append(work / (name + suffix))
-    return RecordedSuite(profile, runs, commands)
+    return RecordedSuite(profile, runs, commands, wait, profiles)

@@ -41,8 +41,9 @@ def environment(device: torch.device) -> dict:
 
 
 def build_document(*, model: dict, env: dict, bench: BenchResult, load: dict | None,
-                   memory: dict, calibration: dict) -> dict:
-    """The profile document; every time rounded to four significant digits."""
+                   memory: dict, calibration: dict, server: dict | None = None) -> dict:
+    """The profile document; every time rounded to four significant digits. ``server``: how the measured
+    server waited for work (``{"wait": "block" | "poll"}``), what the serving replay's idle gaps were."""
     batches = [
         {"batch_size": b, "latency_s": _times(r.latency_s), "forward_s": _times(r.forward_s),
          "first_call_s": round_sig(r.first_call_s), "peak_memory_bytes": r.peak_memory_bytes,
@@ -66,11 +67,28 @@ def build_document(*, model: dict, env: dict, bench: BenchResult, load: dict | N
         "batches": batches,
         "host_overhead_s": [x for entry in batches for x in entry["host_overhead_s"]],
         "serving_replay": replay,
+        "idle_response": _idle_response(bench),
+        "dispatch": _dispatch(bench),
+        "server": server,
         "memory": memory,
         "load": load,
         "calibration": calibration,
         "estimate": None,
     }
+
+
+def _idle_response(bench: BenchResult) -> dict | None:
+    response = bench.idle.response() if bench.idle is not None else None
+    if response is not None:
+        response.update(gaps_s=_times(response["gaps_s"]), ratio=[round_sig(r) for r in response["ratio"]])
+    return response
+
+
+def _dispatch(bench: BenchResult) -> dict | None:
+    dispatch = bench.idle.dispatch() if bench.idle is not None else None
+    if dispatch is not None:
+        dispatch["idle_s"] = _times(dispatch["idle_s"])
+    return dispatch
 
 
 def _cpu_name() -> str:

@@ -2,11 +2,16 @@
 
 Runs the suite's recipe (``calibration/validation_suite.py``: a 1-thread calibration, three pilots,
 twelve ``capsim bench-serve`` runs) on this machine and keeps what ``capsim validate`` reads: per run
-``requests.parquet``, ``batches.parquet``, ``loadgen.parquet`` and ``run.json``, the calibrated profile,
+``requests.parquet``, ``batches.parquet``, ``loadgen.parquet`` and ``run.json``, the calibrated profile(s),
 the pilots' profiles, and ``recording.json`` (when, on what machine, the 1-minute load average before
-and after, every command line). Record on a quiet machine; the load averages say how quiet it was.
+and after, the machine-load probe before, every command line). Record on a quiet machine; the load
+averages say how quiet it was.
 
-    .venv/bin/python scripts/record_validation_cpu.py [--out tests/data/recordings/cpu] [--done-flag FILE]
+``--wait poll`` records a server that polls for work (``bench-serve --wait poll``), calibrated with
+``--wait poll`` and, for comparison, ``--wait block``; ``--no-repeat`` runs the top load once.
+
+    .venv/bin/python scripts/record_validation_cpu.py [--wait block|poll] [--no-repeat] [--out DIR] [--done-flag FILE]
+    .venv/bin/python scripts/record_validation_cpu.py --wait poll --no-repeat     # -> tests/data/recordings/cpu-poll
 """
 
 from __future__ import annotations
@@ -26,7 +31,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from calibration.validation_suite import PROFILE_NAME, SETTINGS, record_suite  # noqa: E402
+from calibration.validation_suite import SETTINGS, RecordedSuite, record_suite  # noqa: E402
 
 PARQUET_FILES = ("requests.parquet", "batches.parquet", "loadgen.parquet")
 
@@ -56,15 +61,16 @@ def write_compact(src: Path, dst: Path) -> None:
                    use_dictionary=[f.name for f in table.schema if f.name not in floats])
 
 
-def keep(work: Path, out: Path, run_dirs: list[Path]) -> None:
+def keep(work: Path, out: Path, suite: RecordedSuite) -> None:
     """Copy the files validation reads from ``work`` into ``out`` (replacing what was there)."""
     if out.exists():
         shutil.rmtree(out)
     out.mkdir(parents=True)
-    shutil.copy(work / PROFILE_NAME, out / PROFILE_NAME)
+    for profile in suite.profiles.values():
+        shutil.copy(profile, out / profile.name)
     for max_batch, _ in SETTINGS:
         shutil.copy(work / f"pilot-b{max_batch}.json", out / f"pilot-b{max_batch}.json")
-    for run in run_dirs:
+    for run in suite.run_dirs:
         (out / run.name).mkdir()
         shutil.copy(run / "run.json", out / run.name / "run.json")
         for name in PARQUET_FILES:
@@ -73,15 +79,22 @@ def keep(work: Path, out: Path, run_dirs: list[Path]) -> None:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, default=ROOT / "tests/data/recordings/cpu")
+    parser.add_argument("--wait", default="block", choices=("block", "poll"), help="how the server waits for work")
+    parser.add_argument("--no-repeat", action="store_true", help="run the top load once (no repeat run)")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="default: tests/data/recordings/cpu (block) or cpu-<wait>")
     parser.add_argument("--done-flag", type=Path, default=None, help="an empty file to create when done")
     args = parser.parse_args()
+    out = args.out or ROOT / "tests/data/recordings" / ("cpu" if args.wait == "block" else f"cpu-{args.wait}")
+    from calibration.machine_load import measure
+
+    probe = measure()
     before = os.getloadavg()[0]
     started = time.time()
     with tempfile.TemporaryDirectory(prefix="capsim-recording-") as tmp:
-        suite = record_suite(Path(tmp))
+        suite = record_suite(Path(tmp), wait=args.wait, repeat=not args.no_repeat)
         after = os.getloadavg()[0]
-        keep(Path(tmp), args.out, suite.run_dirs)
+        keep(Path(tmp), out, suite)
         commands = [[part.replace(tmp, "RUN_DIR_PARENT") for part in cmd] for cmd in suite.commands]
     recording = {
         "recorded_at": datetime.datetime.fromtimestamp(started, datetime.timezone.utc).isoformat(timespec="seconds"),
@@ -91,13 +104,17 @@ def main() -> int:
         "load_average_1min": {"before": round(before, 2), "after": round(after, 2),
                               "note": "before: the machine before the recording; after: including the "
                                       "recording's own server and load generator"},
-        "profile": PROFILE_NAME,
+        "machine_load_before": {"quiet": probe.quiet(), "described": probe.describe(),
+                                "cpu_share": [round(x, 3) for x in probe.cpu_share]},
+        "wait": suite.wait,
+        "profile": suite.profile.name,
+        "profiles": {wait: path.name for wait, path in suite.profiles.items()},
         "parquet": "as bench-serve wrote it, re-encoded losslessly (zstd, float columns byte-stream split)",
         "runs": [run.name for run in suite.run_dirs],
         "commands": commands,
     }
-    (args.out / "recording.json").write_text(json.dumps(recording, indent=2) + "\n")
-    print(f"recorded {len(suite.run_dirs)} runs into {args.out} in {recording['wall_s']} s; "
+    (out / "recording.json").write_text(json.dumps(recording, indent=2) + "\n")
+    print(f"recorded {len(suite.run_dirs)} runs into {out} in {recording['wall_s']} s; "
           f"1-minute load average {before:.2f} before, {after:.2f} after")
     if args.done_flag:
         args.done_flag.touch()

@@ -8,8 +8,12 @@ the machine's load first and refuses to judge on a busy one (``CAPSIM_LIVE_VALID
 sets). ``make test`` checks the same assertions on the committed recording
 (tests/test_validation_recorded.py) and smoke-tests one short live run (tests/test_validation_smoke.py).
 
+The server's waiting behaviour is a parameter (``CAPSIM_VALIDATION_WAITS``, ``make validate WAIT=poll``
+or ``WAIT="block poll"``; default block): each wait runs the whole suite, server and calibration waiting
+that way (sim/serving/waiting.py).
+
 Regenerate the committed results (docs/validation/cpu/) from a live run on a quiet machine with:
-    make validate CAPSIM_VALIDATION_OUT=docs/validation/cpu
+    make validate CAPSIM_VALIDATION_OUT=docs/validation/cpu        # a poll suite publishes to ...cpu-poll
 """
 
 from __future__ import annotations
@@ -27,18 +31,20 @@ pytest.importorskip("torch")
 pytestmark = [pytest.mark.slow, pytest.mark.live, pytest.mark.timeout(600)]
 
 REPLICATIONS = 10
+WAITS = os.environ.get("CAPSIM_VALIDATION_WAITS", "block").replace(",", " ").split()
 
 
-@pytest.fixture(scope="module")
-def suite(tmp_path_factory) -> dict:
+@pytest.fixture(scope="module", params=WAITS)
+def suite(tmp_path_factory, request) -> dict:
     from calibration.validation_suite import record_suite
 
-    work = tmp_path_factory.mktemp("validation")
-    recorded = record_suite(work)
+    wait = request.param
+    work = tmp_path_factory.mktemp(f"validation-{wait}")
+    recorded = record_suite(work, wait=wait)
     target = os.environ.get("CAPSIM_VALIDATION_OUT")
     reports = validate_all_modes(recorded.run_dirs, recorded.profile, work, REPLICATIONS, plot=bool(target))
     if target:
-        publish(work, recorded.profile, recorded.run_dirs, Path(target))
+        publish(work, recorded.profile, recorded.run_dirs, Path(target if wait == "block" else f"{target}-{wait}"))
     return reports
 
 

@@ -11,15 +11,20 @@ from pathlib import Path
 
 import numpy as np
 
+from sim.cli import bench_serve_llm
 from sim.errors import CapsimError
+from sim.serving.waiting import WAITS
 
 EPILOG = """\
 examples:
   capsim bench-serve --model calibration.validation_model:wide_mlp --threads 1 \\
       --max-batch-size 8 --max-queue-delay-ms 2 --rate 1500 --duration 5 --out runs/b8-1500
   capsim bench-serve --model mlp --replicas 2 --router least_outstanding --rate 4000 --out runs/two
+  capsim bench-serve --model mlp --wait poll --rate 800 --out runs/poll   # a server that polls for work
   capsim bench-serve --model resnet50 --device cuda --dtype fp16 --max-batch-size 16 \\
       --max-queue-delay-ms 5 --rate 400 --duration 30 --out runs/h100-resnet
+  capsim bench-serve --llm --model decoder --max-num-seqs 8 --max-num-batched-tokens 64 --rate 4 \\
+      --input-tokens '{distribution: lognormal, mean_tokens: 48, cv: 0.6, max_tokens: 256}' --out runs/llm
 then: capsim validate RUN_DIR --calibrate
 """
 
@@ -52,6 +57,9 @@ def register(subparsers) -> None:
                    help="replica processes behind a router (cpu; default 1 = in this process)")
     p.add_argument("--router", default="round_robin", choices=("round_robin", "least_outstanding"),
                    help="with --replicas > 1 (default: round_robin)")
+    p.add_argument("--wait", default="block", metavar="block|poll",
+                   help="how the server waits for work: block = on a condition variable until a request "
+                        "comes (default); poll = a busy loop checking the queue, never blocking")
     p.add_argument("--profile", metavar="FILE|BUILTIN",
                    help="warm up only this profile's batch sizes (default: every size 1..max)")
     p.add_argument("--warmup-rounds", type=int, default=3, metavar="N",
@@ -59,10 +67,13 @@ def register(subparsers) -> None:
     p.add_argument("--out", required=True, metavar="RUN_DIR", help="directory to write; one that exists must be "
                    "empty, unless --force")
     p.add_argument("--force", action="store_true", help="replace a non-empty --out folder (once the run is complete)")
+    bench_serve_llm.add_arguments(p)
     p.set_defaults(func=main)
 
 
 def main(args: argparse.Namespace) -> int:
+    if args.llm:
+        return bench_serve_llm.main(args)
     from sim.profiles.profile import resolve_profile_path
     from sim.results.files import check_folder
 
@@ -90,6 +101,8 @@ def _parse(args: argparse.Namespace):
     positive("--duration", args.duration)
     positive("--replicas", args.replicas, 1, strict=False)
     positive("--warmup-rounds", args.warmup_rounds, 1, strict=False)
+    if args.wait not in WAITS:
+        raise CapsimError(f"--wait = {args.wait!r}: use block (blocked until work comes) or poll (a busy loop)")
     if args.replicas > 1 and args.device != "cpu":
         raise CapsimError(f"--replicas = {args.replicas}: multi-replica mode is for --device cpu; on a "
                                "GPU run one bench-serve per GPU")
@@ -111,7 +124,7 @@ def _parse(args: argparse.Namespace):
     config = {"model": args.model, "device": args.device, "dtype": args.dtype, "threads": threads,
               "max_batch_size": args.max_batch_size, "max_queue_delay_s": args.max_queue_delay_ms / 1e3,
               "preferred_batch_sizes": preferred, "warmup_sizes": warm_sizes,
-              "warmup_rounds": args.warmup_rounds, "seed": args.seed}
+              "warmup_rounds": args.warmup_rounds, "seed": args.seed, "wait": args.wait}
     settings = {"arrivals": arrival_settings, "rate_rps": args.rate, "seed": args.seed,
                 "duration_s": args.duration, "replicas": args.replicas,
                 "router": args.router if args.replicas > 1 else None, "profile": args.profile}

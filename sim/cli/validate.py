@@ -12,6 +12,7 @@ examples:
   capsim validate runs/b8-* --from-run replay             # each run's own server speed, moment by moment
   capsim validate runs/b8-* --from-run self               # each run's own service times, at a random phase
   capsim validate runs/b8-* --from-run others             # held out: built from the other runs only
+  capsim validate runs/llm-* --profile cpu-decoder-llm.json   # bench-serve --llm runs: TTFT, TPOT, tokens/s
 A run directory comes from `capsim bench-serve`. See docs/validation.md.
 """
 
@@ -64,6 +65,14 @@ def main(args) -> int:
         given = resolve_profile_path(args.profile)
     out = Path(args.out) if args.out else (runs[0].path / "validation" if len(runs) == 1 else Path("validation"))
     check_folder(out, force=args.force, inputs=[*(r.path for r in runs), *([given] if given else [])])
+    llm_runs = [r for r in runs if r.settings.get("mode") == "llm"]
+    if llm_runs:  # capsim bench-serve --llm runs: sim/validation/llm.py
+        if len(llm_runs) != len(runs):
+            raise CapsimError(f"{llm_runs[0].path} is an LLM run and {next(r for r in runs if r not in llm_runs).path} "
+                              "is not; validate them separately")
+        from sim.cli import validate_llm
+
+        return validate_llm.main(args, runs, given, out)
     console = Console()
     with writing_folder(out, force=args.force) as work:  # profiles, traces and plots are written as it goes
         records = [v.validate_run(run, profile, work, args.replications, args.seed, plot=not args.no_plot)
@@ -79,6 +88,11 @@ def main(args) -> int:
         console.print(f"[yellow]{summary['runs_disturbed']} run(s) disturbed by the machine[/] (late load "
                       "generator or late batch starts; see `disturbed` in validation.json): their errors measure "
                       "the machine, not the simulator; rerun on a quiet machine")
+    unlike = sorted({(r["server_wait"], r["profile_wait"]) for r in records if r["server_wait"] != r["profile_wait"]})
+    for server, measured in unlike:
+        console.print(f"[yellow]runs of a server that waits as {server!r} were simulated with a profile measured "
+                      f"under {measured!r}[/] (server.wait): its idle response is not the server's; calibrate with "
+                      f"`capsim calibrate --wait {server}` (docs/validation.md)")
     console.print(f"wrote {report}")
     return 0
 

@@ -11,12 +11,13 @@ import sys
 from pathlib import Path
 
 from sim.errors import CapsimError
+from sim.serving.waiting import recorded_wait
 
 
 def calibration_key(run) -> tuple:
-    """Runs that one calibration serves: the same model, device, dtype, threads and seed."""
+    """Runs that one calibration serves: the same model, device, dtype, threads, seed and waiting for work."""
     s = run.settings
-    return (s["model"], s["device"], s["dtype"], s["threads"], s.get("seed", 0))
+    return (s["model"], s["device"], s["dtype"], s["threads"], s.get("seed", 0), recorded_wait(s))
 
 
 def calibration_sizes(runs) -> list[int]:
@@ -30,11 +31,13 @@ def calibration_sizes(runs) -> list[int]:
 
 
 def calibrate_for(runs, out: Path, samples: int) -> Path:
-    """``capsim calibrate`` in a fresh process with the runs' model, device, dtype and thread count."""
+    """``capsim calibrate`` in a fresh process with the runs' model, device, dtype, thread count and waiting
+    for work (their server's ``--wait``: the replay's idle gaps are waited so)."""
     s = runs[0].settings
-    target = out / f"profile-{s['device']}-{s['threads']}t.json"
+    wait = recorded_wait(s)
+    target = out / f"profile-{s['device']}-{s['threads']}t{'' if wait == 'block' else '-' + wait}.json"
     cmd = [sys.executable, "-m", "sim.cli", "calibrate", "--model", s["model"], "--device", s["device"],
-           "--dtype", s["dtype"], "--threads", str(s["threads"]), "--seed", str(s.get("seed", 0)),
+           "--dtype", s["dtype"], "--threads", str(s["threads"]), "--seed", str(s.get("seed", 0)), "--wait", wait,
            "--batch-sizes", ",".join(map(str, calibration_sizes(runs))), "--samples", str(samples),
            "--warmup", "5", "--replay-batches", "20", "--skip-load", "--no-progress", "--out", str(target)]
     print("calibrating:", " ".join(cmd[3:]), flush=True)

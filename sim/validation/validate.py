@@ -22,6 +22,7 @@ from sim.profiles.fromrun import profile_from_runs
 from sim.profiles.profile import Profile, as_profile, write_profile
 from sim.results.files import write_text, writing_file
 from sim.scenario.load import scenario_from_dict
+from sim.serving.waiting import recorded_wait
 from sim.theory.queueing import batching_capacity_rps
 
 METRICS = ("latency_mean_s", "latency_p50_s", "latency_p90_s", "latency_p99_s", "mean_batch_size",
@@ -160,18 +161,18 @@ def profile_from_run_for(run: BenchRun, runs: list[BenchRun], mode: str, out_dir
 
 
 def _model_key(run: BenchRun) -> tuple:
-    """Runs that may stand in for each other: the same model, device, dtype, threads and batching."""
+    """Runs that may stand in for each other: the same model, device, dtype, threads, waiting and batching."""
     s = run.settings
     b = s.get("batching") or {}
-    return (s.get("model"), s.get("device"), s.get("dtype"), s.get("threads"), b.get("max_batch_size"),
-            b.get("max_queue_delay_s"), tuple(b.get("preferred_batch_sizes") or ()))
+    return (s.get("model"), s.get("device"), s.get("dtype"), s.get("threads"), recorded_wait(s),
+            b.get("max_batch_size"), b.get("max_queue_delay_s"), tuple(b.get("preferred_batch_sizes") or ()))
 
 
 # ---------------------------------------------------------------- the simulator side
 def scenario_for(run: BenchRun, profile_path: Path, trace_path: Path, replications: int, seed: int,
-                 arrivals: np.ndarray | None = None):
+                 arrivals: np.ndarray | None = None, warmed_up: bool = True):
     """The scenario that replays ``run``: its arrivals (default: the schedule) as a trace, its batching
-    and fleet, the profile."""
+    and fleet, the profile (``warmed_up``: as bench-serve warms every size before serving)."""
     s = run.settings
     batching = s["batching"]
     arrivals = run.requests["arrival_s"].to_numpy() if arrivals is None else np.sort(arrivals)
@@ -180,7 +181,7 @@ def scenario_for(run: BenchRun, profile_path: Path, trace_path: Path, replicatio
     data = {
         "name": f"validate-{run.name}",
         "workload": {"arrivals": {"process": "trace", "path": str(trace_path.resolve())}},
-        "service": {"type": "profile", "profile": str(Path(profile_path).resolve()), "warmed_up": True,
+        "service": {"type": "profile", "profile": str(Path(profile_path).resolve()), "warmed_up": warmed_up,
                     "host_overhead": True},
         "batching": {"max_batch_size": batching["max_batch_size"],
                      "max_queue_delay_s": batching["max_queue_delay_s"],
@@ -191,7 +192,8 @@ def scenario_for(run: BenchRun, profile_path: Path, trace_path: Path, replicatio
     return scenario_from_dict(data, source=f"validate {run.path}")
 
 
-def simulate(run: BenchRun, profile_path: Path, work_dir: Path, replications: int = 5, seed: int = 0):
+def simulate(run: BenchRun, profile_path: Path, work_dir: Path, replications: int = 5, seed: int = 0,
+             warmed_up: bool = True):
     """Replications of the replay (the same arrivals, fresh service draws); frames pooled across them.
 
     The simulated server gets each request when the real one did (scheduled arrival + the load
@@ -206,7 +208,7 @@ def simulate(run: BenchRun, profile_path: Path, work_dir: Path, replications: in
     delivered = scheduled["arrival_s"].to_numpy() + delivery
     order = np.argsort(delivered, kind="stable")  # the k-th simulated arrival is request order[k]
     scenario = scenario_for(run, profile_path, work_dir / f"{run.name}-arrivals.parquet", replications, seed,
-                            arrivals=delivered)
+                            arrivals=delivered, warmed_up=warmed_up)
     result = sim.run(scenario)
     shift = delivery[order][result.requests["id"].to_numpy()]
     result.requests["arrival_s"] = result.requests["arrival_s"] - shift
@@ -243,6 +245,7 @@ def validate_run(run: BenchRun, profile_path: Path, out_dir: Path, replications:
         "preferred_batch_sizes": batching.get("preferred_batch_sizes", []),
         "requests": int(len(run.requests)), "offered_rps": offered, "load": load,
         "profile": _relative(profile_path, out_dir), "service_ratio": service_ratio(run, profile),
+        "server_wait": recorded_wait(s), "profile_wait": recorded_wait(profile.raw),
         "batch_late_median_s": s.get("server", {}).get("batch_late_median_s"),
         "batch_late_p99_s": s.get("server", {}).get("batch_late_p99_s"),
         "loadgen_lag_p99_s": s.get("loadgen", {}).get("lag_p99_s"),

@@ -1,0 +1,130 @@
+"""The idle response, measured the way the server waits for work: how much slower a batch runs after idle.
+
+A back-to-back benchmark keeps the model's weights and the allocator's blocks hot; a served batch that
+starts after its server sat idle for ``g`` can be slower. How much depends on ``g`` (on this project's
+2-core VM, for the validation MLP at batch 1: about 1.0x up to 1 ms, 1.05x at 3 ms, 1.2x at 10 ms,
+1.4-1.8x at 30 ms) and may depend on how the server waited (``--wait``: blocked, or polling on its
+core), so the sweep waits exactly as the server does, through the server's own
+:class:`calibration.server.Inbox`:
+
+for ``rounds`` rounds, for each swept size (the smallest, a middle and the largest profiled size) and
+each gap in ``GAPS_S`` (in a fresh random order per round): ``BACK_TO_BACK`` batches back to back;
+then the server waits in its inbox for the next request, which a feeder thread (the load generator's
+part) puts there once the gap has passed since the last batch ended; then one batch of that size on
+that request. Per batch after a gap: ``ratio`` = its latency / the median of the back-to-back batches
+right before it (drift between rounds cancels), ``gap_s`` = the idle time it followed, ``wake_s`` = when
+the server ran again - when the request was put (the waiting's own dispatch delay).
+
+The profile gets ``idle_response`` (per nominal gap the median ratio and gap: the format a from-run
+profile has, applied by ``sim.serving.service.IdleResponse``) and ``dispatch.idle_s`` (the wake-ups).
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from calibration.harness import Harness
+from calibration.server import Clock, Inbox
+
+GAPS_S = (1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2)
+BACK_TO_BACK = 3  # batches right before each gap: the reference its ratio is taken against
+BACK_TO_BACK_S = 50e-6  # below this a served gap is back to back (sim.profiles.speed's first bin edge)
+
+
+@dataclass
+class IdleSweep:
+    """Per batch after a gap: its nominal and measured gap, size, ratio to back to back, and wake-up."""
+
+    wait: str
+    nominal_s: list[float] = field(default_factory=list)
+    gap_s: list[float] = field(default_factory=list)
+    size: list[int] = field(default_factory=list)
+    ratio: list[float] = field(default_factory=list)
+    wake_s: list[float] = field(default_factory=list)
+
+    def response(self) -> dict | None:
+        """The ``idle_response`` section: per nominal gap, the median measured gap and median ratio."""
+        if not self.ratio:
+            return None
+        nominal, gaps, ratio = (np.asarray(x, float) for x in (self.nominal_s, self.gap_s, self.ratio))
+        levels = sorted(set(self.nominal_s))
+        return {"gaps_s": [float(np.median(gaps[nominal == g])) for g in levels],
+                "ratio": [float(np.median(ratio[nominal == g])) for g in levels],
+                "counts": [int(np.sum(nominal == g)) for g in levels],
+                "back_to_back_s": BACK_TO_BACK_S,
+                "back_to_back_count": BACK_TO_BACK * len(self.ratio),
+                "method": f"capsim calibrate idle sweep, server wait {self.wait!r}: per gap the median over sizes "
+                          f"{sorted(set(self.size))} and rounds of a batch's latency after waiting that long for a "
+                          f"request / the median of the {BACK_TO_BACK} same-size batches back to back before it"}
+
+    def dispatch(self) -> dict | None:
+        """The ``dispatch`` section: how long the waiting server took to run once a request was put."""
+        if not self.wake_s:
+            return None
+        return {"idle_s": sorted(self.wake_s), "busy_s": [],
+                "method": f"capsim calibrate idle sweep: when the server waiting as {self.wait!r} ran again - when "
+                          "the feeder thread put the request in its inbox; back to back not measured"}
+
+
+def swept_sizes(sizes: tuple[int, ...]) -> list[int]:
+    """The smallest, a middle (geometric) and the largest of the profiled sizes."""
+    ordered = sorted(sizes)
+    middle = min(ordered, key=lambda b: abs(np.log(b) - np.log(ordered[0] * ordered[-1]) / 2))
+    return sorted({ordered[0], middle, ordered[-1]})
+
+
+def run_idle_sweep(h: Harness, sizes: tuple[int, ...], rounds: int, wait: str, seed: int = 0,
+                   step: Callable[[], None] = lambda: None) -> IdleSweep:
+    """The sweep over ``swept_sizes(sizes)`` and ``GAPS_S``, ``rounds`` times; ``step`` after each batch."""
+    clock = Clock(time.perf_counter())
+    inbox = Inbox(wait, clock)
+    deliveries: queue.SimpleQueue = queue.SimpleQueue()
+    put_at: list[float] = []
+
+    def feed() -> None:  # the load generator's part: sleep to the gap's end, then deliver
+        while (due := deliveries.get()) is not None:
+            clock.wait_until(due)
+            put_at.append(clock.now())
+            inbox.put((len(put_at) - 1, put_at[-1]))
+
+    feeder = threading.Thread(target=feed, name="capsim-idle-feeder", daemon=True)
+    feeder.start()
+    rng = np.random.default_rng(seed)
+    out = IdleSweep(wait)
+    try:
+        for _ in range(rounds):
+            for b in swept_sizes(sizes):
+                for gap in rng.permutation(GAPS_S).tolist():
+                    _after_gap(h, b, gap, clock, inbox, deliveries, put_at, out, step)
+    finally:
+        deliveries.put(None)
+        feeder.join()
+    return out
+
+
+def _after_gap(h: Harness, b: int, gap: float, clock: Clock, inbox: Inbox, deliveries: queue.SimpleQueue,
+               put_at: list[float], out: IdleSweep, step: Callable[[], None]) -> None:
+    """Back-to-back batches, an idle wait of ``gap`` in the inbox, one batch: one entry of ``out``."""
+    requests = [h.requests(b) for _ in range(BACK_TO_BACK + 1)]  # made before, so never inside the gap
+    base = []
+    for reqs in requests[:-1]:
+        base.append(h.through_loop(reqs).latency_s)
+        step()
+    ended = clock.now()
+    deliveries.put(ended + gap)
+    inbox.wait(0)
+    woke = clock.now()
+    inbox.queue.popleft()
+    latency = h.through_loop(requests[-1]).latency_s
+    step()
+    out.nominal_s.append(gap)
+    out.gap_s.append(put_at[-1] - ended)
+    out.size.append(b)
+    out.ratio.append(latency / float(np.median(base)))
+    out.wake_s.append(woke - put_at[-1])
