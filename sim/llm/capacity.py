@@ -1,0 +1,30 @@
+"""How many requests per second an LLM replica sustains at most: a mean-field estimate.
+
+At saturation a replica runs as many sequences as it can hold: ``B = min(max_num_seqs, KV tokens /
+tokens a running sequence holds on average)``, with a sequence holding its prompt plus half its output
+(and half a block of slack). In steady state ``c`` requests complete per iteration; by Little's law
+``c·(out − 1)`` sequences decode and ``c·in`` prompt tokens are prefilled each iteration, so ``c`` is
+capped by ``B`` decoding sequences and by the token budget. Throughput ``c / step_s`` grows with ``c``
+(bigger batches amortise the weight reads), so the cap is the capacity. It ignores the spread of
+lengths, preemptions and the iterations that are not full: a ceiling, used to flag overload and to
+set loads in benchmarks, never to report latency.
+"""
+
+from __future__ import annotations
+
+
+def replica_capacity_rps(step_time, *, kv_tokens: int, block_size: int, max_num_seqs: int,
+                         max_num_batched_tokens: int, mean_input_tokens: float, mean_output_tokens: float) -> float:
+    """Requests/s one replica completes at most (an estimate, see the module docstring)."""
+    held = mean_input_tokens + mean_output_tokens / 2 + block_size / 2
+    running = max(1.0, min(max_num_seqs, kv_tokens / held))
+    decode_rounds = max(mean_output_tokens - 1, 0.0)
+    per_iteration = max_num_batched_tokens / (decode_rounds + mean_input_tokens)
+    if decode_rounds:
+        per_iteration = min(per_iteration, running / decode_rounds)
+    decode = per_iteration * decode_rounds
+    prefill = per_iteration * mean_input_tokens
+    kv_read = decode * (mean_input_tokens + mean_output_tokens / 2)
+    pairs = kv_read + per_iteration * mean_input_tokens**2 / 2
+    step_s = step_time.step_s(round(prefill), round(decode), round(kv_read), round(pairs))
+    return per_iteration / step_s

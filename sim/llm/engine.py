@@ -1,0 +1,260 @@
+"""The token-level engine: replicas that run vLLM-style iterations, on SimPy, behind the request-level
+engine's contract (``sim.serving.engine``), so the fleet lifecycle, monitor and autoscalers of
+``sim.scaling`` drive it unchanged.
+
+Timeline of one request::
+
+    arrive -> held at the activator (no ready replica) | router picks a ready replica -> waiting
+    waiting -> admitted by the replica's scheduler -> prefill (in chunks) -> first token
+            -> one token per iteration -> last token: served
+    (preempted when KV blocks run out: back to waiting, recomputed later)
+
+A replica runs iterations back to back while it has work: each is formed by its
+:class:`~sim.llm.scheduler.Scheduler`, lasts the iteration-time model's ``step_s``, and is applied at its
+end; a request arriving at an idle replica starts one at once. One SimPy event per iteration, whatever
+the number of sequences in it. After the horizon the engine runs until every request has finished or
+``stop_s``; requests left then are ``unfinished``.
+
+The contract is :class:`~sim.serving.engine.Engine`'s: ``add_replica``, ``mark_ready``, ``stop_routing``,
+``ready_count``, ``replicas``, ``snapshot``, ``latency_log``, ``attach_scaler``. ``snapshot`` adds two
+fields per replica after the four the monitor reads: the KV-cache share in use and the running
+sequences (the HPA metrics ``kv_cache_utilization`` and ``running_sequences`` read them). Routers see
+``outstanding`` = waiting + running sequences; ``queue`` is the waiting queue.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import simpy
+
+from sim.llm.scheduler import Scheduler, Sequences
+from sim.serving.engine import Replica, ScalerHooks, initial_replicas
+
+SERIES = ("time_s", "queue_len", "in_service", "busy_replicas", "ready_replicas", "loading_replicas",
+          "desired_replicas", "billed_replicas", "held", "running_sequences", "waiting_sequences", "kv_utilization")
+ITERATION_FIELDS = ("replica", "start_s", "end_s", "size", "prefill_tokens", "decode_tokens", "output_tokens",
+                    "kv_tokens_read", "kv_blocks_used", "preempted")
+
+
+class LlmReplica(Replica):
+    """A model server over ``gpus`` GPUs: a scheduler (waiting queue, running set, KV blocks) and one
+    iteration at a time (``instances`` 1: busy while an iteration runs)."""
+
+    __slots__ = ("sched",)
+
+    def __init__(self, index: int, sched: Scheduler, created_s: float = 0.0, ready_s: float = 0.0) -> None:
+        super().__init__(index, 1, created_s, ready_s)
+        self.sched = sched
+        self.queue = sched.waiting  # waiting sequences: what the monitor and the time series count as queued
+
+
+@dataclass
+class LlmRecords:
+    """What one token-level run produced (turned into tables by ``sim.llm.run``)."""
+
+    arrival_s: np.ndarray
+    seqs: Sequences
+    replica: np.ndarray  # replica each request was routed to (-1: still held at the activator)
+    iterations: dict[str, np.ndarray]
+    timeseries: dict[str, np.ndarray]
+    replicas: list
+    horizon_s: float
+    end_s: float
+
+
+class LlmEngine:
+    """Runs one replication of an llm scenario over given arrivals and token counts."""
+
+    def __init__(self, scenario, arrival_s: np.ndarray, seqs: Sequences, step_time, router, *, kv_blocks: int,
+                 sample_interval_s: float, horizon_s: float, stop_s: float = math.inf) -> None:
+        llm = scenario.llm
+        self.env = simpy.Environment()
+        self.arrival_s = arrival_s
+        self._at = arrival_s.tolist()
+        self.n = len(self._at)
+        self.seqs = seqs
+        self.step = step_time
+        self.router = router
+        self._knobs = dict(max_num_seqs=llm.max_num_seqs, max_num_batched_tokens=llm.max_num_batched_tokens,
+                           block_size=llm.block_size, kv_blocks=kv_blocks, chunked_prefill=llm.enable_chunked_prefill)
+        self.horizon_s = horizon_s
+        self.stop_s = max(stop_s, horizon_s)
+        self._halt = self.env.event()
+        self._halt.callbacks.append(simpy.core.StopSimulation.callback)
+        self.sample_interval_s = sample_interval_s
+        self._replicas = [LlmReplica(k, Scheduler(seqs, **self._knobs)) for k in range(initial_replicas(scenario))]
+        self._ready = list(self._replicas)
+        self._held: list[int] = []
+        self._scaler: ScalerHooks | None = None
+        self._when_idle: dict[int, Callable[[Replica], None]] = {}
+        self._latency_log: list[tuple[float, float]] | None = None
+        self.finished = 0
+        self._replica_of = [-1] * self.n
+        self._log: dict[str, list] = {k: [] for k in ITERATION_FIELDS}
+        self._series: dict[str, list[float]] = {k: [] for k in SERIES}
+
+    # ------------------------------------------------------------ the contract with the fleet and scaler
+    def replicas(self) -> tuple[LlmReplica, ...]:
+        """Every replica so far, starting, ready, draining or gone (read-only view)."""
+        return tuple(self._replicas)
+
+    def ready_count(self) -> int:
+        """Replicas taking traffic."""
+        return len(self._ready)
+
+    def add_replica(self, created_s: float) -> LlmReplica:
+        """Register a new replica (an empty KV cache), starting at ``created_s``; no traffic until :meth:`mark_ready`."""
+        rep = LlmReplica(len(self._replicas), Scheduler(self.seqs, **self._knobs), created_s=created_s,
+                         ready_s=math.inf)
+        self._replicas.append(rep)
+        return rep
+
+    def mark_ready(self, rep: LlmReplica) -> None:
+        """Start routing to ``rep`` and route the requests held at the activator, oldest first."""
+        rep.last_change = self.env.now
+        self._ready.append(rep)
+        held, self._held = self._held, []
+        for i in held:
+            self._route(i)
+
+    def stop_routing(self, rep: LlmReplica, when_idle: Callable[[Replica], None]) -> None:
+        """No new requests for ``rep``; ``when_idle(rep)`` once its waiting and running sequences are done."""
+        self._ready.remove(rep)
+        if rep.outstanding == 0:
+            when_idle(rep)
+        else:
+            self._when_idle[rep.index] = when_idle
+
+    def snapshot(self) -> tuple[dict[int, tuple], int]:
+        """Per ready or draining replica ``(busy seconds, routed, outstanding, waiting, KV share used,
+        running)`` cumulative to now, and the requests held at the activator."""
+        now = self.env.now
+        per = {r.index: (r.busy_instance_s(now), r.arrived, r.outstanding, len(r.queue),
+                         r.sched.used_blocks / r.sched.total_blocks, len(r.sched.running))
+               for r in self._replicas if r.gone_s is None and r.state in ("ready", "draining")}
+        return per, len(self._held)
+
+    def latency_log(self) -> list[tuple[float, float]]:
+        """The (end_s, latency_s) of every served request from now on, in completion order."""
+        if self._latency_log is None:
+            self._latency_log = []
+        return self._latency_log
+
+    def attach_scaler(self, scaler: ScalerHooks) -> None:
+        """Let ``scaler`` run beside the arrivals; before :meth:`run`."""
+        self._scaler = scaler
+
+    # ------------------------------------------------------------ processes
+    def run(self) -> LlmRecords:
+        self.env.process(self._source())
+        self.env.process(self._sampler())
+        if self._scaler is not None:
+            self.env.process(self._scaler.process())
+        self.env.run()
+        return self._records()
+
+    def _source(self):
+        """Replay arrivals; one before every scheduled event moves the clock itself (as ``Engine._source``)."""
+        env, arrive, timeout, peek = self.env, self._arrive, self.env.timeout, self.env.peek
+        for i, t in enumerate(self._at):
+            if t > env._now:
+                if t < peek():
+                    env._now = t
+                else:
+                    yield timeout(t - env._now)
+            arrive(i)
+
+    def _sampler(self):
+        env, dt, series = self.env, self.sample_interval_s, self._series
+        while True:
+            replicas = self._replicas
+            waiting = sum(len(r.queue) for r in replicas)
+            running = sum(len(r.sched.running) for r in replicas)
+            live = [r for r in replicas if r.gone_s is None]
+            ready = self._ready
+            row = (env.now, waiting, running, sum(1 for r in replicas if r.busy), len(ready),
+                   sum(1 for r in live if r.state not in ("ready", "draining")),
+                   self._scaler.desired if self._scaler else len(replicas), len(live), len(self._held),
+                   running, waiting,
+                   sum(r.sched.used_blocks / r.sched.total_blocks for r in ready) / len(ready) if ready else 0.0)
+            for key, value in zip(SERIES, row):
+                series[key].append(value)
+            if self.finished >= self.n and env.now >= self.horizon_s:
+                if self._scaler is not None:
+                    self._scaler.stop()
+                return
+            if env.now >= self.stop_s:
+                if self._scaler is not None:
+                    self._scaler.stop()
+                self._halt.succeed()
+                return
+            yield env.timeout(min(dt, self.stop_s - env.now))
+
+    # ------------------------------------------------------------ events
+    def _arrive(self, i: int) -> None:
+        if not self._ready:
+            self._held.append(i)
+            if self._scaler is not None:
+                self._scaler.on_empty()
+            return
+        self._route(i)
+
+    def _route(self, i: int) -> None:
+        rep = self.router.choose(self._ready)
+        rep.arrived += 1
+        rep.outstanding += 1
+        self._replica_of[i] = rep.index
+        rep.sched.add(i)
+        if rep.free:
+            self._start(rep)
+
+    def _start(self, rep: LlmReplica) -> None:
+        now = self.env._now
+        it = rep.sched.schedule(now)
+        if it is None:
+            return
+        step_s = self.step.step_s(it.prefill_tokens, it.decode_tokens, it.kv_tokens_read, it.attention_pairs,
+                                  start_s=now, output_tokens=it.output_tokens)
+        log = self._log
+        for key, value in zip(ITERATION_FIELDS, (rep.index, now, now + step_s, it.size, it.prefill_tokens,
+                                                 it.decode_tokens, it.output_tokens, it.kv_tokens_read,
+                                                 rep.sched.used_blocks, it.preempted)):
+            log[key].append(value)
+        rep.busy_accum += (rep.instances - rep.free) * (now - rep.last_change)
+        rep.last_change = now
+        rep.free = 0
+        self.env.timeout(step_s, (rep, it)).callbacks.append(self._on_done)
+
+    def _on_done(self, event) -> None:
+        rep, it = event._value
+        now = self.env._now
+        rep.busy_accum += now - rep.last_change
+        rep.last_change = now
+        rep.free = 1
+        done = rep.sched.complete(it, now)
+        if done:
+            rep.outstanding -= len(done)
+            self.finished += len(done)
+            if self._latency_log is not None:
+                at = self._at
+                self._latency_log.extend((now, now - at[i]) for i in done)
+        if rep.sched.has_work():
+            self._start(rep)
+        elif self._when_idle and rep.index in self._when_idle:
+            self._when_idle.pop(rep.index)(rep)
+
+    # ------------------------------------------------------------ output
+    def _records(self) -> LlmRecords:
+        end_s = self.env.now
+        for rep in self._replicas:
+            if rep.gone_s is None:
+                rep.gone_s = max(end_s, self.horizon_s)
+        iterations = {k: np.asarray(v) for k, v in self._log.items()}
+        return LlmRecords(arrival_s=self.arrival_s, seqs=self.seqs,
+                          replica=np.asarray(self._replica_of, dtype=np.int32), iterations=iterations,
+                          timeseries={k: np.asarray(v, dtype=float) for k, v in self._series.items()},
+                          replicas=self._replicas, horizon_s=self.horizon_s, end_s=end_s)

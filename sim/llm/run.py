@@ -1,0 +1,107 @@
+"""One replication of an llm scenario: the token-level counterpart of ``sim.runner.run_once``'s tail.
+
+``sim.runner.run_once`` draws the arrivals and fixes the horizon, drain and sampling interval for both
+modes, then hands an llm scenario here: token counts from the ``tokens`` stream, the engine
+(``sim.llm.engine``) with the shared routers and autoscalers, and the same four tables and summary
+as a request-level run (the ``batches`` table holds iterations).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from sim.llm.build import LlmSetup, llm_setup
+from sim.llm.capacity import replica_capacity_rps
+from sim.llm.engine import ITERATION_FIELDS, LlmEngine, LlmRecords
+from sim.llm.metrics import token_summary
+from sim.llm.scheduler import Sequences
+from sim.llm.step_time import seeded_step_time
+from sim.results.metrics import summarize
+from sim.results.records import SERVED, UNFINISHED, batch_frame, replica_frame, token_request_frame
+from sim.results.timeline import enrich_timeseries
+from sim.scaling.scaler import attach_autoscaler
+from sim.scenario.model import mean_rate_rps
+from sim.serving.routers import build_router
+from sim.workload.tokens import token_counts
+
+ITERATION_COLUMNS = ITERATION_FIELDS[4:]  # after replica, start_s, end_s, size (the batches table's own)
+
+
+def run_llm_once(scenario, arrivals: np.ndarray, rng: dict[str, np.random.Generator], *, horizon_s: float,
+                 stop_s: float, interval_s: float):
+    """(requests, batches, timeseries, replicas, summary) of one replication; ``batches`` are iterations."""
+    setup = llm_setup(scenario)
+    input_tokens, output_tokens = token_counts(scenario, rng["tokens"], arrivals.size, setup.max_model_len)
+    seqs = Sequences(input_tokens.tolist(), output_tokens.tolist())
+    step_time = seeded_step_time(setup.step_time, rng["service"])  # a calibrated model draws its residuals
+    engine = LlmEngine(scenario, arrivals, seqs, step_time, build_router(scenario.fleet.router, rng["routing"]),
+                       kv_blocks=setup.plan.kv_blocks, sample_interval_s=interval_s, horizon_s=horizon_s,
+                       stop_s=stop_s)
+    attach_autoscaler(engine, scenario, rng["lifecycle"], setup.weight_load)
+    requests, iterations, timeseries, replicas = llm_frames(engine.run(), setup)
+    timeseries = enrich_timeseries(timeseries, requests, iterations, replicas, scenario, interval_s)
+    timeseries["cost_rate_usd_per_h"] = timeseries["billed_replicas"] * setup.usd_per_replica_hour
+    timeseries["output_tokens_per_s"] = tokens_per_interval(timeseries["time_s"].to_numpy(), iterations, interval_s)
+    return requests, iterations, timeseries, replicas, llm_summary(scenario, setup, requests, iterations, replicas,
+                                                                   horizon_s)
+
+
+def llm_frames(raw: LlmRecords, setup: LlmSetup):
+    """(requests, batches, timeseries, replicas) tables from the engine's records."""
+    seqs = raw.seqs
+    end = np.asarray(seqs.end_s, dtype=float)
+    outcome = np.where(np.isnan(end), UNFINISHED, SERVED).astype(np.int8)
+    requests = token_request_frame(
+        raw.arrival_s, np.asarray(seqs.start_s, dtype=float), np.asarray(seqs.first_token_s, dtype=float), end,
+        raw.replica, np.asarray(seqs.first_batch), outcome, np.asarray(seqs.input_tokens),
+        np.asarray(seqs.output_tokens), np.asarray(seqs.preemptions))
+    it = raw.iterations
+    n = len(it["start_s"])
+    iterations = batch_frame(it["replica"], it["start_s"], it["end_s"], it["size"], np.zeros(n, dtype=bool),
+                             **{k: np.asarray(it[k], dtype=np.int64) for k in ITERATION_COLUMNS})
+    replicas = replica_frame(raw.replicas)
+    replicas["gpus"] = setup.plan.gpus
+    replicas["kv_blocks"] = setup.plan.kv_blocks
+    return requests, iterations, pd.DataFrame(raw.timeseries), replicas
+
+
+def tokens_per_interval(t: np.ndarray, iterations: pd.DataFrame, dt: float) -> np.ndarray:
+    """Output tokens of the iterations ending in each sample's interval (t − dt, t], per second."""
+    order = np.argsort(iterations["end_s"].to_numpy(), kind="stable")
+    ends = iterations["end_s"].to_numpy()[order]
+    cumulative = np.concatenate([[0], np.cumsum(iterations["output_tokens"].to_numpy()[order])])
+    upto = cumulative[np.searchsorted(ends, t, side="right")]
+    return np.diff(upto, prepend=0) / dt
+
+
+def llm_summary(scenario, setup: LlmSetup, requests, iterations, replicas, horizon_s: float) -> dict:
+    """The request-level summary (``sim.results.metrics.summarize``) with the token-level keys and the cost
+    of every GPU of every replica."""
+    llm, run, plan = scenario.llm, scenario.run, setup.plan
+    spec = scenario.autoscaler
+    fleet = scenario.fleet.replicas if spec.type == "static" else spec.max_replicas
+    capacity = fleet * replica_capacity_rps(
+        setup.step_time, kv_tokens=plan.kv_tokens, block_size=plan.block_size, max_num_seqs=llm.max_num_seqs,
+        max_num_batched_tokens=llm.max_num_batched_tokens,
+        mean_input_tokens=float(requests["input_tokens"].mean()), mean_output_tokens=float(requests["output_tokens"].mean()))
+    summary = summarize(requests, iterations, replicas, warmup_s=run.warmup_s, horizon_s=horizon_s,
+                        slo_latency_s=scenario.slo.latency_s, slo_percentile=scenario.slo.percentile,
+                        usd_per_replica_hour=setup.usd_per_replica_hour, offered_rps=mean_rate_rps(
+                            scenario.workload.arrivals), capacity_rps=capacity)
+    summary.update(token_summary(requests, iterations, replicas, warmup_s=run.warmup_s, horizon_s=horizon_s,
+                                 ttft_slo_s=llm.slo.ttft_s, tpot_slo_s=llm.slo.tpot_s,
+                                 slo_percentile=llm.slo.percentile, kv_blocks=plan.kv_blocks,
+                                 unstable=bool(summary["unstable"])))
+    replica_hours = summary["gpu_hours"]
+    tokens = summary["output_tokens_per_s"] * (horizon_s - run.warmup_s)
+    summary.update({
+        "gpu_hours": replica_hours * plan.gpus,
+        "gpus_per_replica": plan.gpus,
+        "cost_per_million_output_tokens_usd": summary["cost_usd"] / tokens * 1e6 if tokens else float("nan"),
+        "kv_cache_blocks": plan.kv_blocks,
+        "kv_cache_tokens": plan.kv_tokens,
+        "weight_bytes_per_gpu": plan.weight_bytes_per_gpu,
+        "step_time_estimated": bool(setup.step_time.is_estimate),
+    })
+    return summary

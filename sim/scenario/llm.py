@@ -1,0 +1,193 @@
+"""Scenario sections of token-level LLM serving: ``llm:`` and the token lengths of ``workload:``.
+
+A scenario with an ``llm`` section is simulated by ``sim.llm`` (an iteration-level, vLLM-style scheduler
+per replica) instead of the request-level engine; it has no ``service`` section (the iteration time is
+``llm.step_time``) and no ``batching`` section (the scheduler batches). Its requests carry
+``workload.input_tokens`` and ``workload.output_tokens``. The fleet's GPU (``fleet.gpu``) is the catalog
+GPU every replica is made of, ``tensor_parallel × pipeline_parallel`` of them. See docs/llm.md.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import Field, model_validator
+
+from sim.llm.build import check_llm_scenario
+from sim.models.llm_archs import LLM_ARCHS
+from sim.scenario.base import NonNegFloat, PositiveFloat, Section, union_tags
+
+
+# ---------------------------------------------------------------- token lengths (workload)
+class FixedTokens(Section):
+    distribution: Literal["fixed"]
+    tokens: int = Field(ge=1, le=10_000_000, description="Every request has this many tokens.")
+
+
+class LognormalTokens(Section):
+    distribution: Literal["lognormal"]
+    mean_tokens: PositiveFloat = Field(description="Mean length before rounding and clipping, tokens.")
+    cv: PositiveFloat = Field(description="Coefficient of variation of the length (ShareGPT-like chat: about 1).")
+    min_tokens: int = Field(default=1, ge=1, description="Draws are rounded and raised to at least this, tokens.")
+    max_tokens: int | None = Field(default=None, ge=1, description="Draws above this are clipped to it, tokens "
+                                   "(none: no clipping; a draw beyond llm.max_model_len is then an error).")
+
+    @model_validator(mode="after")
+    def _bounds(self) -> LognormalTokens:
+        if self.max_tokens is not None and self.max_tokens < self.min_tokens:
+            raise ValueError(f"max_tokens ({self.max_tokens}) must be ≥ min_tokens ({self.min_tokens})")
+        return self
+
+
+class EmpiricalTokens(Section):
+    distribution: Literal["empirical"]
+    path: str = Field(description="CSV or Parquet file of observed lengths, relative to the scenario file; "
+                      "requests draw from its values uniformly, with replacement.")
+    column: str = Field(description="Column of lengths (integers ≥ 1), tokens.")
+
+
+class TraceTokens(Section):
+    distribution: Literal["trace"]
+    column: str | None = Field(default=None, description="Column of workload.arrivals.path (process: trace) "
+                               "holding each request's length, row for row with its arrival; default "
+                               "input_tokens / output_tokens.")
+
+
+TokenLengths = Annotated[FixedTokens | LognormalTokens | EmpiricalTokens | TraceTokens,
+                         Field(discriminator="distribution")]
+TOKEN_DISTRIBUTIONS = union_tags(TokenLengths, "distribution")
+
+
+# ---------------------------------------------------------------- iteration time
+class CoefficientsStepTime(Section):
+    """step = base_s + per_prefill_token_s·P + per_decode_token_s·D + per_kv_token_s·K (BLIS's blackbox form)."""
+
+    type: Literal["coefficients"]
+    base_s: NonNegFloat = Field(description="β0: fixed cost of one iteration, seconds.")
+    per_prefill_token_s: NonNegFloat = Field(default=0.0, description="β1: per prompt token computed, seconds.")
+    per_decode_token_s: NonNegFloat = Field(default=0.0, description="β2: per decoding sequence, seconds.")
+    per_kv_token_s: NonNegFloat = Field(default=0.0, description="β3: per KV-cache token read by attention, "
+                                        "seconds.")
+
+    @model_validator(mode="after")
+    def _takes_time(self) -> CoefficientsStepTime:
+        if self.base_s + self.per_prefill_token_s + self.per_decode_token_s <= 0:
+            raise ValueError("base_s, per_prefill_token_s and per_decode_token_s are all 0: an iteration must "
+                             "take time")
+        return self
+
+
+class RooflineStepTime(Section):
+    """An ESTIMATE from the architecture and the GPU catalog, for hardware with no measurement."""
+
+    type: Literal["roofline"] = "roofline"
+    compute_efficiency: float = Field(default=0.5, gt=0, le=1, description="Share of the dense peak FLOP/s "
+                                      "matmuls reach (assumed).")
+    memory_efficiency: float = Field(default=0.8, gt=0, le=1, description="Share of the HBM bandwidth reached "
+                                     "reading weights and KV (assumed).")
+    interconnect_efficiency: float = Field(default=0.7, gt=0, le=1, description="Share of the GPU-to-GPU "
+                                           "link reached by all-reduces (assumed).")
+    allreduce_latency_s: NonNegFloat = Field(default=10e-6, description="Fixed cost of one all-reduce or "
+                                             "stage-to-stage copy, seconds (assumed).")
+    per_layer_overhead_s: NonNegFloat = Field(default=2e-6, description="Kernel launches per layer per "
+                                              "iteration, seconds (assumed; CUDA graphs keep it small).")
+    overhead_s: NonNegFloat = Field(default=300e-6, description="Host work per iteration: scheduling, "
+                                    "sampling, output processing, seconds (assumed).")
+
+
+class CalibratedStepTime(Section):
+    """Fitted to iterations measured on torch, drawing the measured residuals (sim/llm/calibrated.py)."""
+
+    type: Literal["calibrated"]
+    profile: str = Field(description="LLM iteration profile (capsim calibrate --mode llm; or a from-run profile of "
+                         "capsim bench-serve --llm runs), relative to the scenario file. It fixes llm.model, "
+                         "llm.dtype, tensor_parallel and the device: those it measured.")
+    residuals: bool = Field(default=True, description="true: each iteration takes the fit × one measured residual "
+                            "ratio, drawn per iteration (seeded); false: the fit × the mean ratio (deterministic).")
+
+
+StepTime = Annotated[CoefficientsStepTime | RooflineStepTime | CalibratedStepTime, Field(discriminator="type")]
+STEP_TIME_TYPES = union_tags(StepTime, "type")
+
+
+# ---------------------------------------------------------------- the llm section
+class LlmSLO(Section):
+    ttft_s: PositiveFloat = Field(default=1.0, description="Time-to-first-token objective, seconds.")
+    tpot_s: PositiveFloat = Field(default=0.1, description="Time-per-output-token objective, seconds.")
+    percentile: float = Field(default=99.0, gt=0, lt=100, description="Percentile held to ttft_s and tpot_s "
+                              "(slo_met); goodput counts requests meeting both.")
+
+
+class Llm(Section):
+    model: Literal[tuple(LLM_ARCHS)] = Field(description="Architecture (sim/models/llm_archs.py).")
+    dtype: Literal["fp16", "bf16", "fp32"] = Field(default="bf16", description="Weights, activations and KV cache "
+                                                   "(fp32: a calibrated CPU profile's).")
+    tensor_parallel: int = Field(default=1, ge=1, le=64, description="GPUs each layer is split over; must "
+                                 "divide the attention heads and KV heads.")
+    pipeline_parallel: int = Field(default=1, ge=1, le=64, description="Stages the layers are split into; a "
+                                   "replica is tensor_parallel × pipeline_parallel GPUs.")
+    max_num_seqs: int = Field(default=256, ge=1, le=65536, description="Most sequences running in one iteration.")
+    max_num_batched_tokens: int = Field(default=2048, ge=1, le=1_048_576, description="Token budget of one "
+                                        "iteration (decode tokens + prefill chunk tokens).")
+    enable_chunked_prefill: bool = Field(default=True, description="True: decodes first, the rest of the budget "
+                                         "to prompt chunks (Sarathi). False: an iteration either prefills "
+                                         "whole prompts or decodes (vLLM V0 default).")
+    block_size: Literal[8, 16, 32, 64, 128] = Field(default=16, description="Tokens per KV-cache block.")
+    gpu_memory_utilization: float = Field(default=0.9, gt=0, le=1, description="Share of each GPU's memory "
+                                          "for weights, activations, runtime and KV cache.")
+    max_model_len: int | None = Field(default=None, ge=1, description="Longest sequence, prompt + output, "
+                                      "tokens (default: the model's context length).")
+    num_gpu_blocks_override: int | None = Field(
+        default=None, ge=1, description="KV blocks per replica, replacing what the memory left (vLLM's "
+        "--num-gpu-blocks-override: tests, what-ifs); the weights must still fit.")
+    step_time: StepTime = Field(default_factory=RooflineStepTime, description="The iteration-time model; "
+                                "`type` picks coefficients, roofline or calibrated.")
+    weight_load_bytes_per_s: PositiveFloat | None = Field(
+        default=None, description="Checkpoint-to-GPU load rate per GPU for cold starts (GPUs load their shards "
+        "in parallel). Default: measured on an H100 host, 14 GB cold to GPU in 9.83 s.")
+    usd_per_gpu_hour: NonNegFloat | None = Field(default=None, description="Price of one GPU per hour; a "
+                                                 "replica costs GPUs × this. Default: the catalog price of "
+                                                 "fleet.gpu.")
+    slo: LlmSLO = Field(default_factory=LlmSLO, description="Token-level objectives.")
+
+    @model_validator(mode="after")
+    def _budget(self) -> Llm:
+        if self.max_num_batched_tokens < self.max_num_seqs:
+            raise ValueError(f"max_num_batched_tokens ({self.max_num_batched_tokens}) must be ≥ max_num_seqs "
+                             f"({self.max_num_seqs}): every running sequence decodes one token per iteration")
+        if self.dtype == "fp32" and self.step_time.type != "calibrated":
+            raise ValueError("dtype fp32 is for a calibrated profile measured in fp32 (a CPU); GPUs serve LLMs in "
+                             "fp16 or bf16")
+        return self
+
+
+def llm_problem(scenario) -> str | None:
+    """What makes ``scenario`` inconsistent as a request-level or a token-level one (None if nothing);
+    for an llm scenario also whether its model fits its GPUs (``sim.llm.memory``)."""
+    work, llm = scenario.workload, scenario.llm
+    tokens = [k for k in ("input_tokens", "output_tokens") if getattr(work, k) is not None]
+    llm_metrics = [m.name for m in getattr(scenario.autoscaler, "metrics", [])
+                   if m.name in ("kv_cache_utilization", "running_sequences")]
+    if llm is None:
+        if scenario.service is None:
+            return "service: missing required key (or an llm section, for token-level LLM serving)"
+        if tokens:
+            return f"workload.{tokens[0]}: token lengths need an llm section (token-level serving)"
+        if llm_metrics:
+            return f"autoscaler.metrics: {llm_metrics[0]} is measured on LLM replicas only (an llm section)"
+        return None
+    if scenario.service is not None:
+        return "service: an llm scenario has no service section (its iteration time is llm.step_time); remove it"
+    for key in ("input_tokens", "output_tokens"):
+        if key not in tokens:
+            return f"workload.{key}: missing required key (an llm scenario's requests carry token counts)"
+    if scenario.batching.model_dump() != type(scenario.batching)().model_dump():
+        return ("batching: does not apply to an llm scenario (the llm scheduler batches: max_num_seqs, "
+                "max_num_batched_tokens); remove it")
+    if scenario.fleet.instances_per_replica != 1:
+        return (f"fleet.instances_per_replica = {scenario.fleet.instances_per_replica}: must be 1 for an llm "
+                "scenario (a replica is one model server over tensor_parallel × pipeline_parallel GPUs)")
+    if scenario.cost.usd_per_replica_hour:
+        return (f"cost.usd_per_replica_hour = {scenario.cost.usd_per_replica_hour:g}: an LLM replica costs its "
+                "GPUs × llm.usd_per_gpu_hour (default: the catalog price); set that instead")
+    return check_llm_scenario(scenario)  # architecture, GPU catalog, memory fit

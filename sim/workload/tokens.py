@@ -1,0 +1,101 @@
+"""Token counts of LLM requests: each request's prompt (``input_tokens``) and output (``output_tokens``).
+
+A registry maps ``workload.input_tokens.distribution`` (and ``output_tokens``) to a drawing function
+``(spec, rng, n, scenario, default_column) -> int array``: ``fixed``, ``lognormal`` (mean and cv, rounded,
+raised to ``min_tokens`` and clipped at ``max_tokens`` only when the user sets it), ``empirical``
+(uniform draws from a file's column) and ``trace`` (the arrival trace's own columns, row for row).
+Prompts and outputs are drawn from independent children of the ``tokens`` stream, so changing one
+leaves the other as it was. A request must fit ``llm.max_model_len``: prompt + output ≤ it, as vLLM
+refuses a request whose prompt plus ``max_tokens`` exceeds the model length.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+
+from sim.distributions import Lognormal
+from sim.errors import ScenarioError, TraceError, bad_value
+from sim.workload.arrivals import finite_column, read_table
+
+TOKEN_SOURCES: dict[str, Callable[..., np.ndarray]] = {}
+
+
+def register(name: str):
+    def wrap(fn):
+        TOKEN_SOURCES[name] = fn
+        return fn
+
+    return wrap
+
+
+def token_counts(scenario, rng: np.random.Generator, n: int, max_model_len: int) -> tuple[np.ndarray, np.ndarray]:
+    """(input_tokens, output_tokens) of ``n`` requests, in arrival order, checked against ``max_model_len``."""
+    work = scenario.workload
+    rng_in, rng_out = rng.spawn(2)
+    counts = []
+    for key, spec, child in (("input_tokens", work.input_tokens, rng_in), ("output_tokens", work.output_tokens,
+                                                                          rng_out)):
+        counts.append(TOKEN_SOURCES[spec.distribution](spec, child, n, scenario, key).astype(np.int64))
+    check_lengths(*counts, max_model_len)
+    return counts[0], counts[1]
+
+
+def check_lengths(input_tokens: np.ndarray, output_tokens: np.ndarray, max_model_len: int) -> None:
+    """Every prompt leaves room for its output within ``max_model_len``; else one line with the worst case."""
+    long = input_tokens >= max_model_len
+    if long.any():
+        raise ScenarioError(
+            f"workload.input_tokens: {int(long.sum()):,} of {input_tokens.size:,} prompts leave no room for output "
+            f"in llm.max_model_len = {max_model_len:,} (the longest: {int(input_tokens.max()):,} tokens); set "
+            "workload.input_tokens.max_tokens or raise llm.max_model_len")
+    over = input_tokens + output_tokens > max_model_len
+    if over.any():
+        k = int(np.argmax(input_tokens + output_tokens))
+        raise ScenarioError(
+            f"workload.output_tokens: {int(over.sum()):,} of {input_tokens.size:,} requests need more than "
+            f"llm.max_model_len = {max_model_len:,} tokens, prompt + output (the most: {int(input_tokens[k]):,} + "
+            f"{int(output_tokens[k]):,}); set workload.output_tokens.max_tokens or raise llm.max_model_len")
+
+
+@register("fixed")
+def fixed(spec, rng, n, scenario, key) -> np.ndarray:
+    return np.full(n, spec.tokens, dtype=np.int64)
+
+
+@register("lognormal")
+def lognormal(spec, rng, n, scenario, key) -> np.ndarray:
+    draws = np.rint(spec.mean_tokens * Lognormal(spec.cv).sample(rng, n))
+    return np.clip(draws, spec.min_tokens, spec.max_tokens if spec.max_tokens is not None else None)
+
+
+@register("empirical")
+def empirical(spec, rng, n, scenario, key) -> np.ndarray:
+    path = scenario.resolve(spec.path)
+    values = read_counts(path, spec.column, f"workload.{key}.path = {str(path)!r}", f"set workload.{key}.column")
+    return rng.choice(values, n)
+
+
+@register("trace")
+def trace(spec, rng, n, scenario, key) -> np.ndarray:
+    arrivals = scenario.workload.arrivals
+    path = scenario.resolve(arrivals.path)
+    column = spec.column or key
+    values = read_counts(path, column, f"workload.arrivals.path = {str(path)!r}", f"set workload.{key}.column")
+    if values.size < n:
+        raise TraceError(f"workload.arrivals.path = {str(path)!r}: {column} has {values.size:,} rows for "
+                         f"{n:,} arrivals")
+    return values[:n]
+
+
+def read_counts(path, column: str, where: str, hint: str) -> np.ndarray:
+    """A column of token counts (integers ≥ 1) from a CSV or Parquet file; one line on the first bad row."""
+    frame = read_table(path, where, "token-count")
+    values = finite_column(frame, column, where, TraceError, hint, "a token column needs at least one row",
+                           "token counts")
+    bad = np.flatnonzero((values < 1) | (values != np.floor(values)))
+    if bad.size:
+        raise TraceError(bad_value(f"{where}: {column} in row {bad[0] + 1}", float(values[bad[0]]),
+                                   "token counts are whole numbers ≥ 1"))
+    return values.astype(np.int64)
