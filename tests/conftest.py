@@ -2,11 +2,22 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 import yaml
+
+
+@pytest.fixture(autouse=True)
+def _main_module_restored():
+    """Streamlit's AppTest runs a page as ``__main__`` and leaves it there. A process pool started later
+    (forkserver or spawn) re-runs the parent's ``__main__`` file in each worker, and that file is a
+    page that only runs inside AppTest: every worker would die. Put the real one back after each test."""
+    main = sys.modules["__main__"]
+    yield
+    sys.modules["__main__"] = main
 
 
 @pytest.fixture
