@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 PIP := $(PY) -m pip install --disable-pip-version-check -q -c constraints.txt
 
-.PHONY: setup run simulate test test-fast validate browser-deps bench lint clean
+.PHONY: setup run simulate test test-fast validate validate-training browser-deps bench lint clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -32,12 +32,21 @@ test: setup browser-deps
 test-fast: setup
 	$(PY) -m pytest -q -m "not slow and not browser"
 
-# Live fidelity: a real batching server on this machine against the simulator (about 4 minutes). The
-# machine's load is measured first: too busy, and it says so and stops (FORCE=1 runs it anyway).
+# Live fidelity: a real batching server and a real continuous-batching LLM server on this machine against
+# the simulator (about 4 + 7 minutes). The machine's load is measured first: too busy, and it says so and
+# stops (FORCE=1 runs it anyway).
 # CAPSIM_VALIDATION_OUT=docs/validation/cpu publishes the figures. `make test` judges the committed recording.
+# WAIT=poll serves (and calibrates) a server that polls for work; WAIT="block poll" runs both suites.
 validate: setup
 	$(PY) -m calibration.machine_load $(if $(FORCE),--force)
-	CAPSIM_LIVE_VALIDATION=1 $(PY) -m pytest -q -s -p no:cacheprovider tests/test_validate_cpu.py
+	CAPSIM_LIVE_VALIDATION=1 CAPSIM_VALIDATION_WAITS="$(or $(WAIT),block)" $(PY) -m pytest -q -s -p no:cacheprovider tests/test_validate_cpu.py tests/test_validate_llm_cpu.py
+
+# Live training fidelity: real PyTorch DDP (gloo, 1 and 2 processes of one thread) against capsim train-plan's
+# prediction from a fresh `capsim calibrate --mode train` (about 2 minutes), after the same load probe.
+# `make test` judges the committed recording (tests/data/recordings/training/); RECORD=1 writes a new one.
+validate-training: setup
+	$(PY) -m calibration.machine_load $(if $(FORCE),--force)
+	$(PY) scripts/record_training_validation.py $(if $(RECORD),--record)
 
 bench: setup
 	$(PY) benchmarks/sim_speed.py

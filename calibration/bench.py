@@ -8,9 +8,13 @@ Order matters and is part of the method (docs/calibration.md):
 2. **Per size**, ascending: ``warmup`` batches, then ``samples`` pairs of (a batch through the
    serving loop -> ``latency_s`` and ``host_overhead_s``; a forward-only batch -> ``forward_s``),
    each with fresh inputs; the memory high-water mark covers the warm-up and samples of that size.
-3. **Serving replay**: batch sizes drawn log-uniformly from 1..max with exponential idle gaps
-   sized for ``replay_utilisation``; sizes outside the profiled set meet their first call here,
-   as they would in service.
+3. **Idle sweep** (``calibration/idle_sweep.py``): a batch's slowdown after the server waited for work
+   ``g`` = 0.1..30 ms, waited the way the server waits (``wait``, sim/serving/waiting.py), against the
+   same size back to back: the profile's ``idle_response`` and ``dispatch.idle_s``.
+4. **Serving replay**: batch sizes drawn log-uniformly from 1..max with exponential idle gaps
+   sized for ``replay_utilisation``, each gap waited the way the server waits for a deadline
+   (``calibration.server.Inbox``); sizes outside the profiled set meet their first call here, as they
+   would in service.
 """
 
 from __future__ import annotations
@@ -24,8 +28,10 @@ from tqdm import tqdm
 
 from calibration.errors import CalibrationError
 from calibration.harness import Harness, LoopTiming
+from calibration.idle_sweep import BACK_TO_BACK, GAPS_S, IdleSweep, run_idle_sweep, swept_sizes
 from calibration.memory import MemoryProbe
 from calibration.models import described, out_of_memory
+from calibration.server import Clock, Inbox
 
 
 @dataclass(frozen=True)
@@ -35,6 +41,8 @@ class BenchSettings:
     warmup: int = 10
     replay_batches: int = 100
     replay_utilisation: float = 0.2
+    wait: str = "block"  # how the server waits for work (sim.serving.waiting.WAITS): the idle gaps are waited so
+    idle_rounds: int = 6  # rounds of the idle sweep; 0 skips it
     seed: int = 0
     progress: bool = True
 
@@ -64,6 +72,7 @@ class BenchResult:
     replay: Replay | None
     baseline_memory_bytes: int | None
     wall_s: float
+    idle: IdleSweep | None = None
 
     def median_latency_s(self, batch_size: int) -> float:
         """Median benchmark latency, interpolated linearly in batch size (flat below the smallest)."""
@@ -75,7 +84,8 @@ class BenchResult:
 def run_benchmark(h: Harness, settings: BenchSettings, memory: MemoryProbe) -> BenchResult:
     sizes = tuple(sorted(settings.batch_sizes))
     per_size = 1 + settings.warmup + 2 * settings.samples
-    total = len(sizes) * per_size + settings.replay_batches
+    sweep = settings.idle_rounds * len(swept_sizes(sizes)) * len(GAPS_S) * (BACK_TO_BACK + 1)
+    total = len(sizes) * per_size + sweep + settings.replay_batches
     start = time.perf_counter()
     with tqdm(total=total, disable=not settings.progress, unit="batch", desc="calibrate",
               dynamic_ncols=True) as bar:
@@ -90,6 +100,9 @@ def run_benchmark(h: Harness, settings: BenchSettings, memory: MemoryProbe) -> B
             bar.set_postfix_str(f"b={b}")
             _measure_size(h, results[b], settings, memory, bar)
         result = BenchResult(results, None, baseline, 0.0)
+        if settings.idle_rounds:
+            bar.set_postfix_str(f"idle sweep ({settings.wait})")
+            result.idle = run_idle_sweep(h, sizes, settings.idle_rounds, settings.wait, settings.seed, bar.update)
         if settings.replay_batches:
             bar.set_postfix_str("serving replay")
             result.replay = _replay(h, result, settings, bar)
@@ -137,7 +150,7 @@ def _replay(h: Harness, bench: BenchResult, settings: BenchSettings, bar: tqdm) 
     latency, overhead = [], []
     for b, gap in zip(sizes, gaps, strict=True):
         requests = h.requests(int(b))
-        time.sleep(float(gap))
+        idle(float(gap), settings.wait)
         timing = _run(h, int(b), h.through_loop, requests)
         latency.append(timing.latency_s)
         overhead.append(timing.host_overhead_s)
@@ -145,3 +158,9 @@ def _replay(h: Harness, bench: BenchResult, settings: BenchSettings, bar: tqdm) 
     ratios = [lat / bench.median_latency_s(int(b)) for b, lat in zip(sizes, latency, strict=True)]
     return Replay(batch_sizes=sizes.tolist(), gaps_s=gaps.tolist(), latency_s=latency,
                   host_overhead_s=overhead, median_ratio_to_benchmark=float(np.median(ratios)))
+
+
+
+def idle(gap_s: float, wait: str) -> None:
+    """Sit out an idle gap the way a server that waits like ``wait`` waits for a deadline (its inbox's own code)."""
+    Inbox(wait, Clock(time.perf_counter())).wait(0, gap_s)

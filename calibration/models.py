@@ -53,6 +53,10 @@ BUILTIN_MODELS = {
         ModelSpec("bert-base", "BERT-base encoder + classifier, --seq-len tokens (default 128)", (1, 2, 4, 8)),
         ModelSpec("decoder", "6-layer GPT-style decoder (d=512), prompt of --seq-len tokens -> next-token "
                   "logits", (1, 2, 4, 8, 16)),
+        ModelSpec("mlp-2048", "MLP 256 -> 2048-2048-2048 -> 1, no sigmoid (the MLP measured on an H100)",
+                  (1, 2, 4, 8, 16, 32, 64, 128, 256)),
+        ModelSpec("bert-encoder", "torch nn.TransformerEncoder (12x768, ReLU, post-norm) over word embeddings, "
+                  "classifier on token 0, --seq-len tokens (the encoder measured on an H100)", (1, 2, 4, 8)),
         ModelSpec("test-tiny", "16 -> 32 -> 4 MLP for tests (microseconds per batch)", (1, 2, 4, 8), True),
         ModelSpec("test-stall", "test-tiny that sleeps 30 ms the first time it sees each batch size",
                   (1, 2, 4, 8), True),
@@ -103,8 +107,9 @@ def build_model(name: str, seq_len: int | None = None, seed: int = 0) -> BuiltMo
     if name.startswith("test-"):
         model = nets.StallOnNewShape() if name == "test-stall" else nets.Tiny()
         return BuiltModel(name, model, lambda b: torch.randn(b, 16, generator=inputs))
-    if seq_len is not None and name not in ("bert-base", "decoder"):
-        raise CalibrationError(f"--seq-len = {seq_len}: {name} has no sequence length (bert-base, decoder do)")
+    if seq_len is not None and name not in ("bert-base", "bert-encoder", "decoder"):
+        raise CalibrationError(f"--seq-len = {seq_len}: {name} has no sequence length (bert-base, bert-encoder, "
+                               "decoder do)")
     limit = getattr(BUILTIN_ARCHS[name], "max_positions", None)
     if seq_len is not None and limit is not None and not 1 <= seq_len <= limit:
         raise CalibrationError(f"--seq-len = {seq_len}: 1..{limit} for {name}")
@@ -115,7 +120,8 @@ def build_model(name: str, seq_len: int | None = None, seed: int = 0) -> BuiltMo
         size = arch.image_size
         return BuiltModel(name, nets.ResNet(arch), lambda b: torch.randn(b, 3, size, size, generator=inputs))
     assert isinstance(arch, TransformerArch)
-    model = nets.Decoder(arch) if arch.causal else nets.BertClassifier(arch)
+    model = (nets.Decoder(arch) if arch.causal else nets.BertClassifier(arch) if arch.bert_embeddings
+             else nets.TorchEncoderClassifier(arch))
     return BuiltModel(name, model, lambda b: torch.randint(0, arch.vocab_size, (b, arch.seq_len),
                                                            generator=inputs), arch.seq_len)
 

@@ -24,7 +24,8 @@ class FraudMLP(nn.Module):
         layers: list[nn.Module] = []
         for d_in, d_out in zip(dims[:-1], dims[1:], strict=True):
             layers += [nn.Linear(d_in, d_out), nn.ReLU()]
-        self.body = nn.Sequential(*layers, nn.Linear(dims[-1], arch.out_features), nn.Sigmoid())
+        head = [nn.Linear(dims[-1], arch.out_features)] + ([nn.Sigmoid()] if arch.sigmoid else [])
+        self.body = nn.Sequential(*layers, *head)
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         return self.body(features)
@@ -121,6 +122,22 @@ class BertClassifier(nn.Module):
         for layer in self.layers:
             x = layer(x)
         return self.classifier(torch.tanh(self.pooler(x[:, 0])))
+
+
+class TorchEncoderClassifier(nn.Module):
+    """torch's own ``nn.TransformerEncoder`` (post-norm) over word embeddings, a classifier on the first
+    token, no pooler: the encoder measured on an H100 (``bert-encoder``)."""
+
+    def __init__(self, arch: TransformerArch) -> None:
+        super().__init__()
+        self.words = nn.Embedding(arch.vocab_size, arch.d_model)
+        layer = nn.TransformerEncoderLayer(arch.d_model, arch.n_heads, arch.d_ff, activation=arch.activation,
+                                           batch_first=True)
+        self.encoder = nn.TransformerEncoder(layer, arch.n_layers, enable_nested_tensor=False)
+        self.classifier = nn.Linear(arch.d_model, arch.num_labels)
+
+    def forward(self, token_ids: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.encoder(self.words(token_ids))[:, 0])
 
 
 class Decoder(nn.Module):

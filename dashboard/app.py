@@ -17,7 +17,17 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:  # run from a checkout without `pip install -e .`
     sys.path.insert(0, str(ROOT))
 
-from dashboard.views import autoscaling, batching, calibration, planner, what_if  # noqa: E402
+from dashboard.views import (  # noqa: E402
+    autoscaling,
+    batching,
+    calibration,
+    llm,
+    offline_streaming,
+    online_architectures,
+    planner,
+    training,
+    what_if,
+)
 
 st.set_page_config(page_title="capsim what-if", page_icon=":material/speed:", layout="wide")
 # Denser than the defaults so a 1280x800 screen shows the numbers and the first charts together.
@@ -32,5 +42,11 @@ PAGES = [
     st.Page(autoscaling.render, title="Autoscaling", icon=":material/trending_up:", url_path="autoscaling"),
     st.Page(calibration.render, title="Calibration", icon=":material/straighten:", url_path="calibration"),
     st.Page(planner.render, title="Planner", icon=":material/explore:", url_path="planner"),
+    st.Page(llm.render, title=llm.TITLE, icon=llm.ICON, url_path="llm"),
+    st.Page(offline_streaming.render, title="Offline and streaming", icon=":material/conveyor_belt:",
+            url_path="offline-streaming"),
+    st.Page(online_architectures.render, title="Online architectures", icon=":material/hub:",
+            url_path="online-architectures"),
+    st.Page(training.render, title="Training", icon=":material/model_training:", url_path="training"),
 ]
 st.navigation(PAGES).run()

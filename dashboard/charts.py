@@ -57,10 +57,13 @@ def series(frames: dict[str, pd.DataFrame], column: str, title: str, scale: floa
 
 
 def lines(data: pd.DataFrame, x: str, x_title: str, y: str, y_title: str, color: str, color_title: str,
-          *, log_x: bool = False, log_y: bool = False, height: int = HEIGHT, legend: bool = True) -> alt.Chart:
-    """A line per value of ``color`` with points, for small sweeps."""
+          *, log_x: bool = False, log_y: bool = False, height: int = HEIGHT, legend: bool = True,
+          whole_x: bool = False) -> alt.Chart:
+    """A line per value of ``color`` with points, for small sweeps (``whole_x``: x ticks on whole numbers)."""
+    axis = alt.Axis(format="d", tickMinStep=1) if whole_x else alt.Axis()
     return alt.Chart(data).mark_line(point=True).encode(
-        x=alt.X(f"{x}:Q", title=x_title, scale=alt.Scale(type="log", base=2) if log_x else alt.Scale(zero=False)),
+        x=alt.X(f"{x}:Q", title=x_title, scale=alt.Scale(type="log", base=2) if log_x else alt.Scale(zero=False),
+                axis=axis),
         y=alt.Y(f"{y}:Q", title=y_title, scale=alt.Scale(type="log") if log_y else alt.Scale(zero=True)),
         color=alt.Color(f"{color}:N", title=color_title, scale=PALETTE,
                         legend=_legend(color_title) if legend else None),
@@ -94,3 +97,26 @@ def bars(data: pd.DataFrame, x: str, x_title: str, y: str, y_title: str, height:
         y=alt.Y(f"{y}:Q", title=y_title),
         tooltip=[alt.Tooltip(f"{x}:O", title=x_title), alt.Tooltip(f"{y}:Q", title=y_title, format=",.3f")],
     ).properties(height=height)
+
+
+def with_rule(chart: alt.Chart, y: float, label: str) -> alt.LayerChart:
+    """``chart`` with a dashed horizontal line at ``y`` (an objective, in the chart's units)."""
+    rule = alt.Chart(pd.DataFrame({"y": [y], "label": [label]})).mark_rule(strokeDash=[4, 3], color="#444").encode(
+        y="y:Q", tooltip=[alt.Tooltip("label:N", title=""), alt.Tooltip("y:Q", title="value", format=",.3g")])
+    return chart + rule
+
+
+def memory_bars(frame: pd.DataFrame, chosen_tp: int, height_per_bar: int = 44) -> alt.Chart:
+    """One horizontal bar per tensor-parallel degree: one GPU's memory stacked by part (GiB), the chosen
+    degree marked."""
+    data = frame.assign(label=frame["tp"] + np.where(frame["tensor_parallel"] == chosen_tp, " (chosen)", ""))
+    parts = list(dict.fromkeys(frame.sort_values("order")["part"]))
+    colors = ["#4c78a8", "#f58518", "#9d9d9d", "#54a24b", "#e0e0e0"][:len(parts)]
+    return alt.Chart(data).mark_bar().encode(
+        y=alt.Y("label:N", title=None, sort=list(dict.fromkeys(data["label"]))),
+        x=alt.X("gib:Q", title="memory of one GPU (GiB)", stack="zero"),
+        color=alt.Color("part:N", title=None, scale=alt.Scale(domain=parts, range=colors), legend=_legend()),
+        order=alt.Order("order:Q"),
+        tooltip=[alt.Tooltip("label:N", title="replica"), alt.Tooltip("part:N"),
+                 alt.Tooltip("gib:Q", title="GiB", format=",.2f")],
+    ).properties(height=alt.Step(height_per_bar))

@@ -76,6 +76,16 @@ def theory_vs_sim(yaml_text: str, base_dir: str, seed: int, loads: tuple[float, 
     return whatif.theory_vs_sim(scenario, loads, seed, max_requests)
 
 
+@st.cache_data(max_entries=16, show_spinner="Sweeping the LLM fleet…")
+def llm_sweep(yaml_text: str, base_dir: str, seed: int, updates_json: str, max_requests: int) -> pd.DataFrame:
+    """Token-level figures of an llm scenario shortened to about ``max_requests`` requests, one run per
+    updates dict of ``updates_json`` (a JSON list; the same traffic), with ``error`` where one does not run."""
+    from dashboard import llm
+
+    scenario = whatif.shortened(scenario_from_yaml_text(yaml_text, base_dir), max_requests)
+    return llm.sweep(scenario, json.loads(updates_json), seed)
+
+
 @st.cache_data(max_entries=16, show_spinner=False)
 def replica_capacity_rps(yaml_text: str, base_dir: str) -> float:
     """Most requests/s one replica of the scenario serves: its most efficient batch size, back to back."""

@@ -128,12 +128,17 @@ def scenario_sidebar() -> None:
             st.session_state.pop("scenario_error", None)
 
 
-def page_start(title: str) -> Scenario:
-    """Title, the scenario loader in the sidebar and the line naming the loaded scenario; returns it."""
+def page_start(title: str, offline_ok: bool = False) -> Scenario:
+    """Title, the scenario loader in the sidebar and the line naming the loaded scenario; returns it. A page
+    about traffic stops here, with a note, when the loaded scenario is an offline job (it has none)."""
     st.title(title)
     scenario_sidebar()
     scenario = baseline().scenario
     scenario_caption(scenario)
+    if scenario.offline is not None and not offline_ok:
+        st.info(f"**{scenario.name}** is an offline batch job: it has no traffic for this page. The **Offline and "
+                "streaming** page simulates it; the Scenario box in the sidebar loads another scenario.")
+        st.stop()
     return scenario
 
 

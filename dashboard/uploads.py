@@ -67,6 +67,10 @@ def referenced_files(data: dict[str, Any], base_dir: str | Path) -> dict[str, st
     arrivals = workload.get("arrivals") if isinstance(workload, dict) else None
     if isinstance(arrivals, dict) and isinstance(arrivals.get("path"), str):
         found["workload.arrivals.path"] = arrivals["path"]
+    for key in ("input_tokens", "output_tokens"):  # an llm scenario's lengths drawn from a file (empirical)
+        tokens = workload.get(key) if isinstance(workload, dict) else None
+        if isinstance(tokens, dict) and isinstance(tokens.get("path"), str):
+            found[f"workload.{key}.path"] = tokens["path"]
     service = data.get("service")
     if isinstance(service, dict) and isinstance(service.get("profile"), str):
         ref = service["profile"]

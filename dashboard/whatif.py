@@ -246,9 +246,11 @@ def theory_vs_sim(scenario: Scenario, loads: Iterable[float], seed: int, max_req
 
 
 # ---------------------------------------------------------------- sweeps
-def sweep(scenario: Scenario, updates: list[dict[str, Any]], seed: int) -> pd.DataFrame:
+def sweep(scenario: Scenario, updates: list[dict[str, Any]], seed: int,
+          metrics: tuple[str, ...] | None = None) -> pd.DataFrame:
     """One replication of the scenario per updates dict (same seed, so the same traffic), through the
-    simulator's loop over many scenarios; one row per updates dict, with ``error`` ("" when it ran)."""
+    simulator's loop over many scenarios; one row per updates dict, with ``error`` ("" when it ran) and the
+    summary figures ``metrics`` (default :data:`SWEEP_METRICS`)."""
     labelled, rows = [], []
     for i, upd in enumerate(updates):
         try:
@@ -260,7 +262,7 @@ def sweep(scenario: Scenario, updates: list[dict[str, Any]], seed: int) -> pd.Da
     for r in result.records:
         row = {"_row": r["_row"], "error": r.get("error", "")}
         if not row["error"]:
-            row.update({k: r[k] for k in SWEEP_METRICS})
+            row.update({k: r[k] for k in metrics or SWEEP_METRICS})
             row["cost_per_million_at_capacity_usd"] = cost_per_million_usd(r["cost_per_hour_usd"], r["capacity_rps"])
         rows.append(row)
     frame = pd.DataFrame(sorted(rows, key=lambda row: row["_row"]))

@@ -13,7 +13,11 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from sim.architectures.offline import check_job_size, run_offline_once
+from sim.architectures.online import has_online_architecture, run_online_once
+from sim.architectures.streaming import run_stream_once
 from sim.errors import ScenarioError
+from sim.llm.run import run_llm_once
 from sim.results.metrics import replicate_summary, summarize
 from sim.results.records import to_frames
 from sim.results.timeline import enrich_timeseries
@@ -26,7 +30,8 @@ from sim.serving.routers import build_router
 from sim.serving.service import build_service
 from sim.workload.arrivals import arrival_times, expected_count
 
-STREAMS = ("arrivals", "service", "routing", "lifecycle")
+# Appended streams leave the others as they were (SeedSequence children are numbered).
+STREAMS = ("arrivals", "service", "routing", "lifecycle", "tokens", "architectures")
 BYTES_PER_REQUEST = 270  # peak memory per request of a run (measured: 1M and 3M requests of the fraud_mlp example)
 MAX_SAMPLES = 2_000_000  # time-series samples of one replication
 DEFAULT_DRAIN_S = 60.0  # run.drain_s default: the horizon, and at least this
@@ -79,6 +84,9 @@ def run(scenario: Scenario, seed: int | None = None, replications: int | None = 
 
 def check_size(scenario: Scenario) -> None:
     """Refuse, before anything is drawn, a run expected to draw more than ``run.max_requests`` arrivals."""
+    if scenario.offline is not None:  # one requests row per item of the job
+        check_job_size(scenario, BYTES_PER_REQUEST)
+        return
     n, limit = expected_count(scenario), scenario.run.max_requests
     if n > limit:
         raise ScenarioError(
@@ -90,12 +98,12 @@ def check_size(scenario: Scenario) -> None:
 def run_once(scenario: Scenario, seed: int, replication: int = 0):
     """One replication: (requests, batches, timeseries, replicas frames, summary dict)."""
     rng = streams(seed, replication)
+    if scenario.offline is not None:  # a batch job, no arrivals: sim/architectures/offline.py
+        return run_offline_once(scenario, rng, max_samples=MAX_SAMPLES)
     arrivals = arrival_times(scenario, rng["arrivals"])
     if arrivals.size == 0:
         raise ScenarioError("workload: the arrival process produced no request within the run horizon; "
                             "raise run.duration_s or the rate")
-    service = build_service(scenario, rng["service"])
-    router = build_router(scenario.fleet.router, rng["routing"])
     # A request-count run ends just after its last arrival, so the window [warmup, horizon) holds all N.
     horizon = (scenario.run.duration_s if scenario.run.duration_s is not None
                else float(np.nextafter(arrivals[-1], np.inf)))
@@ -108,6 +116,14 @@ def run_once(scenario: Scenario, seed: int, replication: int = 0):
         raise ScenarioError(f"run.sample_interval_s = {interval:g}: {(horizon + drain) / interval:,.0f} time-series "
                             f"samples over the horizon and drain ({horizon + drain:g} s); at most {MAX_SAMPLES:,}: "
                             "raise it")
+    if scenario.streaming is not None:  # event-driven inference: sim/architectures/streaming.py
+        return run_stream_once(scenario, arrivals, rng, horizon_s=horizon, stop_s=horizon + drain, interval_s=interval)
+    if scenario.llm is not None:  # token-level serving: sim/llm/
+        return run_llm_once(scenario, arrivals, rng, horizon_s=horizon, stop_s=horizon + drain, interval_s=interval)
+    if has_online_architecture(scenario):  # caches, edge sites, failures, overlap: sim/architectures/online.py
+        return run_online_once(scenario, arrivals, rng, horizon_s=horizon, stop_s=horizon + drain, interval_s=interval)
+    service = build_service(scenario, rng["service"])
+    router = build_router(scenario.fleet.router, rng["routing"])
     engine = Engine(scenario, arrivals, service, router, sample_interval_s=interval, horizon_s=horizon,
                     stop_s=horizon + drain)
     attach_autoscaler(engine, scenario, rng["lifecycle"], getattr(service, "profile", None))

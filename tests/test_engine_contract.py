@@ -83,3 +83,55 @@ def test_snapshot_reports_counters_of_ready_replicas():
     per, held = engine.snapshot()
     assert held == 0 and set(per) == {0, 1}
     assert all(v == (0.0, 0, 0, 0) for v in per.values())
+
+
+def test_simpy_queue_holds_pending_events_last_in_each_entry():
+    """Engine.fail_replica finds a replica's running batches in ``env._queue``: (time, priority, id, event)."""
+    env = simpy.Environment()
+    event = env.timeout(1.0, ("replica", [7]))
+    assert [entry[-1] for entry in env._queue] == [event] and event._value == ("replica", [7])
+
+
+def test_fail_replica_hands_back_what_it_held_and_its_batch_completes_nothing():
+    """Requests at 0.1 and 0.2 s on one replica with 0.5 s batches of one: at 0.3 s the first is running,
+    the second queued. The crash returns both (running first), cuts the batch at 0.3 s, and the batch's
+    completion event at 0.6 s then finishes nothing; a request lost for good is recorded as rejected."""
+    scenario = scenario_from_dict({
+        "workload": {"arrivals": {"process": "deterministic", "rate_rps": 10}},
+        "service": {"type": "parametric", "base_s": 0.5}, "run": {"requests": 2}})
+    rng = np.random.default_rng(0)
+    engine = Engine(scenario, np.array([0.1, 0.2]), build_service(scenario, rng), build_router("round_robin", rng),
+                    sample_interval_s=0.1, horizon_s=0.25, stop_s=2.0)
+    rep = engine.replicas()[0]
+    got = []
+
+    def crash(_):
+        lost, cut = engine.fail_replica(rep)
+        got.append((lost, cut, engine.ready_count()))
+        for i in lost:
+            engine.lose(i, rep.index)
+
+    engine.env.timeout(0.3).callbacks.append(crash)
+    records = engine.run()
+    assert got == [([0, 1], [0], 0)]
+    assert records.batch_end_s.tolist() == [0.3] and records.batch_of.tolist() == [-1, -1]
+    assert records.outcome.tolist() == [1, 1] and records.drop_s.tolist() == [0.3, 0.3]
+
+
+def test_a_front_sees_every_arrival_and_admits_or_answers():
+    """A front that answers request 0 itself (at 0.15 s) and admits request 1 half a second late: the
+    admitted request's queueing starts when it is admitted."""
+    engine = _engine(replicas=1)
+
+    class Front:
+        def arrive(self, i):
+            if i == 0:
+                engine.answer_without_model(i, engine.env.now + 0.05)
+            else:
+                engine.env.timeout(0.5, i).callbacks.append(lambda event: engine.admit(event.value))
+
+    engine.attach_front(Front())
+    records = engine.run()
+    assert abs(records.drop_s[0] - 0.15) < 1e-12 and records.batch_of[0] == -1 and records.outcome[0] == 0
+    starts = records.batch_start_s[records.batch_of[1:]]
+    np.testing.assert_allclose(starts, [0.7, 0.8, 0.9])

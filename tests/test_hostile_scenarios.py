@@ -241,3 +241,15 @@ def test_updated_names_the_flag_key_and_value():
     sc = scenario_from_dict(BASE)
     with pytest.raises(ScenarioError, match=r"^--vary batching.max_batch_size = 0: must be greater"):
         updated(sc, {"batching.max_batch_size": 0}, "--vary")
+
+
+def test_a_key_of_an_absent_optional_section_starts_it():
+    sc = scenario_from_dict(BASE)
+    cached = updated(sc, {"cache": {"policy": "lru", "capacity_entries": 10, "keys": {"source": "zipf",
+                                                                                      "distinct_keys": 100}}})
+    assert cached.cache.capacity_entries == 10
+    assert updated(cached, {"cache.capacity_entries": 20}).cache.capacity_entries == 20
+    with pytest.raises(ScenarioError, match=r"--set cache.capacity_entries = 20: cache.keys: missing required"):
+        updated(sc, {"cache.capacity_entries": 20})
+    with pytest.raises(ScenarioError, match="unknown key 'cach' in the scenario; did you mean 'cache'"):
+        updated(sc, {"cach.capacity_entries": 20})

@@ -17,7 +17,7 @@ import pandas as pd
 import streamlit as st
 
 from dashboard import charts, compute, fmt, state, whatif
-from dashboard.views.common import run_view, unstable_warning
+from dashboard.views.common import llm_note, run_view, unstable_warning
 from sim.errors import CapsimError
 from sim.scenario.examples import list_examples
 from sim.scenario.keys import updated
@@ -38,6 +38,9 @@ COLD_PHASES = ("provision_s", "image_pull_s", "weight_load_s", "warmup_s")
 
 def render() -> None:
     loaded = state.page_start("Autoscaling")
+    if llm_note(loaded, "its fleet's autoscaling shows on the LLM page's timelines (running and waiting sequences, "
+                "KV cache); this page starts from the request-level spike example"):
+        loaded = load_scenario(list_examples()[EXAMPLE])
     with st.sidebar:
         base = _starting_point(loaded)
     if base is not loaded:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import streamlit as st
 
 from dashboard import charts, compute, fmt, state
+from dashboard.views.common import llm_note
 from sim.errors import CapsimError
 from sim.profiles.profile import as_profile, resolve_profile_path
 from sim.scenario.load import dump_scenario
@@ -26,6 +27,9 @@ def _largest_size(scenario) -> int:
 
 def render() -> None:
     scenario = state.page_start("Batching trade-off")
+    if llm_note(scenario, "its scheduler batches token by token (max_num_seqs, max_num_batched_tokens), not "
+                "by this page's max batch size and queue delay"):
+        return
     largest = _largest_size(scenario)
     sizes_allowed = [s for s in SIZES if s <= largest]
     with st.sidebar:

@@ -7,6 +7,7 @@ import math
 import streamlit as st
 
 from dashboard import charts, compute, fmt, state, uploads
+from dashboard.views.common import llm_note
 from sim.errors import CapsimError
 from sim.profiles.profile import builtin_profile_path, list_builtin_profiles, resolve_profile_path
 
@@ -15,11 +16,13 @@ UPLOAD = "upload a profile JSON…"
 
 def _scenario_profile() -> str | None:
     svc = state.baseline().scenario.service
-    return svc.profile if svc.type == "profile" else None
+    return svc.profile if svc is not None and svc.type == "profile" else None
 
 
 def render() -> None:
-    state.page_start("Calibration")
+    loaded = state.page_start("Calibration")
+    llm_note(loaded, "it has no service profile (its iteration time is llm.step_time); below, the shipped "
+             "request-level profiles")
     shipped = list_builtin_profiles()
     loaded = _scenario_profile()
     options = [*shipped, UPLOAD]

@@ -69,3 +69,18 @@ def headline(summary: dict, base: dict | None, scenario: Scenario) -> None:
     st.markdown(f"SLO p{slo.percentile:g} ≤ {fmt.ms(slo.latency_s)}: {verdict} "
                 f"(p{slo.percentile:g} = {fmt.ms(q)}; throughput {fmt.rps(summary.get('throughput_rps'))}, "
                 f"utilisation {fmt.pct(summary.get('utilization'), 1)})")
+
+
+def llm_note(scenario: Scenario, what: str) -> bool:
+    """On an llm (token-level) scenario: one note saying what this page shows instead, and a link to the LLM
+    serving page; True when shown."""
+    if scenario.llm is None:
+        return False
+    from dashboard.views import llm  # the LLM page uses this module too
+
+    st.info(f"**{scenario.name}** is a token-level LLM scenario: {what}. The **LLM serving** page simulates it "
+            "(TTFT, TPOT and cost against replicas, tensor parallelism and the scheduler's knobs).",
+            icon=":material/forum:")
+    st.page_link(st.Page(llm.render, title=llm.TITLE, icon=llm.ICON, url_path=llm.URL),
+                 label="Open the LLM serving page")
+    return True

@@ -8,6 +8,7 @@ import streamlit as st
 
 from dashboard import fmt, state, whatif
 from dashboard.compute import plan_table
+from dashboard.views.common import llm_note
 from sim.errors import CapsimError
 from sim.scenario.load import dump_scenario
 
@@ -17,6 +18,9 @@ DELAYS_MS = (0.0, 1.0, 2.0, 5.0)
 
 def render() -> None:
     scenario = state.page_start("Planner")
+    if llm_note(scenario, "this page searches batching; plan its GPU type, tensor parallelism, scheduler knobs and "
+                "replicas against TTFT and TPOT with `capsim plan` (docs/planner.md)"):
+        return
     sid = whatif.scenario_key(scenario)
     with st.sidebar:
         st.markdown("**Search**")

@@ -8,7 +8,7 @@ import pandas as pd
 import streamlit as st
 
 from dashboard import charts, controls, fmt, state
-from dashboard.views.common import headline, run_view, unstable_warning
+from dashboard.views.common import headline, llm_note, run_view, unstable_warning
 from sim.errors import CapsimError
 from sim.scenario.keys import updated
 from sim.scenario.load import dump_scenario
@@ -16,6 +16,8 @@ from sim.scenario.load import dump_scenario
 
 def render() -> None:
     base = state.page_start("What-if")
+    if llm_note(base, "this page's inputs (service profile, batching) are request-level ones"):
+        return
     inputs = controls.what_if_inputs(base)
     for error in inputs.errors:
         st.error(error)

@@ -18,25 +18,27 @@ from sim.cli import (
     dashboard,
     examples,
     plan,
+    plan_offline,
     plot,
     profile,
     run,
     schema,
     simulate,
     sweep,
+    train_plan,
     validate,
 )
 from sim.errors import CapsimError
 
 # The order shown in --help.
-COMMANDS = (run, simulate, examples, schema, compare, plot, profile, calibrate, plan, sweep, bench_serve, validate,
-            dashboard)
+COMMANDS = (run, simulate, examples, schema, compare, plot, profile, calibrate, plan, plan_offline, sweep, bench_serve,
+            validate, train_plan, dashboard)
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="capsim",
-        description="Capacity planning for ML model serving by simulation grounded in measurement.",
+        description="Capacity planning for ML model serving and training by simulation grounded in measurement.",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for command in COMMANDS:

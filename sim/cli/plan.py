@@ -6,6 +6,7 @@ EXAMPLES = """examples:
   capsim plan examples/fraud_mlp.yaml --slo-p99-ms 10 --search bisect --replications 3
   capsim plan examples/image_classifier.yaml --slo-p99-ms 50 --gpus H100-SXM,L4,A10G --out plan-img
   capsim plan s.yaml --param autoscaler.target_utilization=0.5,0.7 --executor ray
+  capsim plan llm/chat_llama3_8b --tensor-parallel 1,2 --max-num-seqs 64,256    # an llm scenario: TTFT/TPOT
 
 Writes to --out: candidates.parquet (every configuration simulated at full traffic, ranked),
 pareto.parquet and pareto.png (cost vs p99 upper bound; cost vs minutes of SLO violation),
@@ -20,12 +21,14 @@ but a plan's files is refused unless --force (which starts over: the checkpoint 
 def register(sub) -> None:
     import argparse
 
+    from sim.cli.plan_llm import add_llm_options
     from sim.cli.sweep import add_run_options
     from sim.experiments.sweep import MAX_RUNS
 
     p = sub.add_parser("plan", help="search GPU type, batching and replicas for the cheapest config meeting an SLO",
                        description="Capacity planner: the cheapest configuration whose p99 (upper 95%% bound "
-                       "over replications) meets the SLO on the scenario's traffic.",
+                       "over replications) meets the SLO on the scenario's traffic; for an llm scenario, whose TTFT "
+                       "and TPOT meet llm.slo (GPU type × tensor parallel × scheduler knobs × replicas).",
                        epilog=EXAMPLES.format(max_runs=MAX_RUNS), formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("scenario", help="scenario YAML file")
     p.add_argument("--slo-p99-ms", type=float, default=None,
@@ -43,6 +46,10 @@ def register(sub) -> None:
     p.add_argument("--param", action="append", default=[], metavar="KEY=VALUES",
                    help="another dotted key to search, e.g. autoscaler.min_replicas=1..3 (repeatable)")
     p.add_argument("--trials", type=int, default=40, help="optuna trials (default: %(default)s)")
+    p.add_argument("--spare", type=int, default=0, metavar="K",
+                   help="N+k sizing: judge each fleet with K of its replicas down (failed or restarting) and price "
+                        "it with them: the cheapest fleet that keeps the SLO with K replicas down (default: 0)")
+    add_llm_options(p)
     add_run_options(p)
     p.add_argument("--out", default=None, help="output directory (default: plan-<scenario name>); missing, empty "
                    "or an earlier plan's (resumed), unless --force")
@@ -55,6 +62,7 @@ def main(args) -> int:
     import shutil
 
     import sim
+    from sim.cli.plan_llm import build_llm_space, check_flags, with_llm_slo
     from sim.experiments.executors import close_executor, make_executor
     from sim.experiments.sweep import discard_checkpoint
     from sim.planner.report import is_plan_folder, print_plan, write_plan
@@ -64,6 +72,15 @@ def main(args) -> int:
     from sim.scenario.keys import updated, with_run_flags
 
     scenario = with_run_flags(sim.load_scenario(args.scenario), args.seed, args.replications)
+    check_flags(scenario, args)  # an llm scenario: TTFT/TPOT, TP and scheduler flags (sim/cli/plan_llm.py)
+    if scenario.llm is not None:
+        scenario = with_llm_slo(scenario, args)
+    if scenario.offline is not None or scenario.streaming is not None:  # sim/architectures/
+        raise sim.ScenarioError(f"{args.scenario}: capsim plan searches online serving; plan an offline job with "
+                                "capsim plan-offline, and compare stream fleets with capsim sweep --param "
+                                "fleet.replicas=2..8")
+    if args.spare < 0:
+        raise sim.ScenarioError(f"--spare = {args.spare}: must be ≥ 0 (replicas held down)")
     if args.slo_p99_ms is not None:
         if not args.slo_p99_ms > 0:
             raise sim.ScenarioError(f"--slo-p99-ms = {args.slo_p99_ms}: must be > 0")
@@ -72,7 +89,8 @@ def main(args) -> int:
                        inputs=files_given(args.scenario, scenario))
     existed = out.exists()
     try:
-        space = build_space(scenario, args, out)  # writes roofline estimates to out/profiles
+        space = (build_llm_space(scenario, args) if scenario.llm is not None
+                 else build_space(scenario, args, out))  # writes roofline estimates to out/profiles
     except BaseException:
         if not existed:
             shutil.rmtree(out, ignore_errors=True)
@@ -81,7 +99,7 @@ def main(args) -> int:
         discard_checkpoint(out / "checkpoint")
     executor = make_executor(args.executor, args.workers, args.ray_address)
     runner = Evaluator(scenario, scenario.run.replications, scenario.run.seed, executor,
-                       out / "checkpoint", not args.no_progress, args.window_s)
+                       out / "checkpoint", not args.no_progress, args.window_s, spare=args.spare)
     try:
         result = plan(scenario, space, runner, args.search, args.trials)
     finally:

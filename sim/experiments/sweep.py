@@ -26,14 +26,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
+from sim.architectures.offline import simulate_job
 from sim.errors import CapsimError, ScenarioError
 from sim.experiments.executors import SerialExecutor
 from sim.results.files import writing_file
-from sim.results.metrics import replicate_summary
-from sim.runner import run_once
+from sim.results.metrics import replicate_summary, slo_violation
+from sim.runner import run_once, streams
 from sim.scenario.inputs import input_files
 from sim.scenario.keys import updated
 from sim.scenario.load import scenario_from_dict, scenario_to_dict
@@ -108,34 +108,16 @@ def input_digests(scenario: Scenario, cache: dict[Path, str]) -> dict[str, str]:
 def evaluate(task: Task) -> dict:
     """Simulate one task: the row with params, every summary metric and the SLO-violation minutes."""
     scenario = scenario_from_dict(task.scenario, base_dir=task.base_dir)
+    if scenario.offline is not None:  # a batch job: its summary, no per-item rows and no latency SLO
+        summary = simulate_job(scenario, streams(task.seed, task.replication), scenario.run.sample_interval_s).summary
+        return {"point": task.point, "replication": task.replication, "seed": task.seed, "key": task.key,
+                **task.params, **summary}
     requests, _, _, _, summary = run_once(scenario, task.seed, task.replication)
     horizon = scenario.run.duration_s or float(requests["arrival_s"].max())
     violation = slo_violation(requests, scenario.run.warmup_s, horizon, scenario.slo.latency_s,
                               scenario.slo.percentile, task.window_s)
     return {"point": task.point, "replication": task.replication, "seed": task.seed, "key": task.key,
             **task.params, **summary, **violation}
-
-
-def slo_violation(requests: pd.DataFrame, warmup_s: float, horizon_s: float, slo_latency_s: float,
-                  percentile: float, window_s: float | None = None) -> dict:
-    """Minutes of SLO violation: windows whose ``percentile`` latency exceeds the SLO.
-
-    A window violates when more than (100 − percentile)% of the requests arriving in it were not
-    served within ``slo_latency_s`` (rejected and timed-out requests count as late). Default window:
-    60 s, or a tenth of the measured period when that is shorter.
-    """
-    measured = horizon_s - warmup_s
-    window = float(window_s or min(60.0, measured / 10.0))
-    arrival = requests["arrival_s"].to_numpy()
-    inside = (arrival >= warmup_s) & (arrival < horizon_s)
-    late = ~((requests["outcome"].to_numpy() == "served") & (requests["latency_s"].to_numpy() <= slo_latency_s))
-    n_windows = max(1, int(math.ceil(measured / window - 1e-9)))
-    index = np.minimum(((arrival[inside] - warmup_s) // window).astype(np.int64), n_windows - 1)
-    total = np.bincount(index, minlength=n_windows)
-    bad = np.bincount(index, weights=late[inside], minlength=n_windows)
-    violated = (total > 0) & (bad > (1 - percentile / 100.0) * total)
-    return {"slo_window_s": window, "slo_windows": n_windows, "slo_windows_violated": int(violated.sum()),
-            "slo_violation_min": float(violated.sum() * window / 60.0)}
 
 
 def make_tasks(labelled: list[tuple[dict, Scenario]], *, seed: int | None, replications: int | None,

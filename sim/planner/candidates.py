@@ -6,8 +6,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from sim.errors import ProfileError, ScenarioError
-from sim.hardware.gpus import get_gpu, gpu_catalog
+from sim.errors import ScenarioError
+from sim.hardware.gpus import gpu_catalog, profile_gpu
 from sim.models.archs import BUILTIN_ARCHS
 from sim.profiles.profile import as_profile, list_builtin_profiles, write_profile
 from sim.profiles.roofline import estimate_profile
@@ -40,13 +40,13 @@ def gpu_candidates(scenario: Scenario, gpus: list[str] | None = None, estimates:
         return [Candidate(label, None, scenario.cost.usd_per_replica_hour, False, 65536)]
     own = resolve_profile(scenario)
     catalog = gpu_catalog()
-    own_key = _gpu_key(own) or own.device
+    own_key = profile_gpu(own) or own.device
     own_price = scenario.cost.usd_per_replica_hour or (catalog[own_key].usd_per_hour if own_key in catalog else 0.0)
     found = {own_key: Candidate(own_key, str(scenario.service.profile), own_price, own.is_estimate,
                                 own.batch_sizes[-1])}
     for name in list_builtin_profiles():
         p = as_profile(name)
-        key = _gpu_key(p)
+        key = profile_gpu(p)
         if p.model_name == own.model_name and key in catalog and key not in found:
             found[key] = Candidate(key, name, catalog[key].usd_per_hour, p.is_estimate, p.batch_sizes[-1])
     if estimates and own.model_name in BUILTIN_ARCHS:
@@ -63,19 +63,6 @@ def gpu_candidates(scenario: Scenario, gpus: list[str] | None = None, estimates:
                                 f"{own.model_name!r}; available: {', '.join(found)}")
         found = {k: c for k, c in found.items() if k.lower() in gpus}
     return list(found.values())
-
-
-def _gpu_key(profile) -> str | None:
-
-    estimate = profile.raw.get("estimate") or {}
-    if estimate.get("gpu"):
-        return estimate["gpu"]
-    if profile.device != "cuda" or not profile.device_name:
-        return None
-    try:
-        return get_gpu(profile.device_name).key
-    except ProfileError:
-        return None
 
 
 def _estimate(own, key: str, gpu, source: str | None, directory: Path) -> Path | None:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from sim.planner.search import pareto_front, slo_key
+from sim.planner.search import objectives, pareto_front
 from sim.results.files import writing_file, writing_folder
 from sim.scenario.keys import updated
 from sim.scenario.load import dump_scenario
@@ -21,6 +21,7 @@ TABLE_ROWS = 15
 # What a plan folder holds: the results, then the working state carried over from one run to the next.
 PLAN_FILES = ("candidates.parquet", "pareto.parquet", "pareto.png", "recommended.yaml", "bisection.parquet")
 PLAN_STATE = ("checkpoint", "profiles")
+HIDDEN = ("service.profile", "cost.usd_per_replica_hour", "llm.usd_per_gpu_hour")  # params the table leaves out
 
 
 def is_plan_folder(path: Path) -> bool:
@@ -34,11 +35,12 @@ def print_plan(result, scenario, console=None) -> None:
 
     console = console or Console()
     t = result.table
-    slo = f"p{scenario.slo.percentile:g} ≤ {scenario.slo.latency_s * 1e3:g} ms"
+    objs, llm = objectives(scenario), scenario.llm is not None
+    slo = ", ".join(f"{o.label} ≤ {o.target_s * 1e3:g} ms" for o in objs)
     table = Table(title=f"{scenario.name}: {result.search} search, {slo} (upper 95% bound)", header_style="bold")
-    shown = [p for p in result.params if p not in ("service.profile", "cost.usd_per_replica_hour")]
-    for col in ["#", *[p.split(".")[-1] for p in shown], "$/hour", f"p{scenario.slo.percentile:g} ms (upper)",
-                "SLO-violation min", "verdict"]:
+    shown = [p for p in result.params if p not in HIDDEN]
+    for col in ["#", *[p.split(".")[-1] for p in shown], *(["GPUs"] if llm else []), "$/hour",
+                *[f"{o.label} ms (upper)" for o in objs], *([] if llm else ["SLO-violation min"]), "verdict"]:
         table.add_column(col, justify="right")
 
     def ms(x):
@@ -48,8 +50,9 @@ def print_plan(result, scenario, console=None) -> None:
         cells = [str(row["rank"]), *[label(row, p) for p in shown]]
         verdict = ("[red]unstable[/]" if row["unstable"] else "[green]meets SLO[/]" if row["meets_slo"]
                    else "[yellow]misses SLO[/]")
-        cells += [f"{row['cost_per_hour_usd']:,.2f}", f"{ms(row.get(slo_key(scenario)))} ({ms(row['slo_upper_s'])})",
-                  f"{row.get('slo_violation_min', math.nan):,.2f}", verdict]
+        cells += [*([f"{row['instances']:g}"] if llm else []), f"{row['cost_per_hour_usd']:,.2f}",
+                  *[f"{ms(row.get(o.point))} ({ms(row[o.upper])})" for o in objs],
+                  *([] if llm else [f"{row.get('slo_violation_min', math.nan):,.2f}"]), verdict]
         table.add_row(*cells)
     console.print(table)
     for note in result.notes:
@@ -73,8 +76,9 @@ def label(row, key: str) -> str:
 
 
 def describe(row, params) -> str:
-    shown = [p for p in params if p not in ("service.profile", "cost.usd_per_replica_hour")]
-    return ", ".join(f"{p}={label(row, p)}" for p in shown) + f" at ${row['cost_per_hour_usd']:,.2f}/hour"
+    shown = [p for p in params if p not in HIDDEN]
+    gpus = f" ({row['instances']:g} GPUs)" if "gpus_per_replica" in row and "instances" in row else ""
+    return ", ".join(f"{p}={label(row, p)}" for p in shown) + f" at ${row['cost_per_hour_usd']:,.2f}/hour{gpus}"
 
 
 def write_plan(result, scenario, out, force: bool = False) -> None:
@@ -83,8 +87,9 @@ def write_plan(result, scenario, out, force: bool = False) -> None:
     anything else is replaced only with ``force``."""
     out = Path(out)
     table = result.table
-    fronts = {"cost_vs_p99": pareto_front(table, "slo_upper_s"),
-              "cost_vs_violation": pareto_front(table, "slo_violation_min")}
+    fronts = {f"cost_vs_{o.name}": pareto_front(table, o.upper) for o in objectives(scenario)}
+    if scenario.llm is None:  # an llm plan is judged on TTFT and TPOT, not on windows of request latency
+        fronts["cost_vs_violation"] = pareto_front(table, "slo_violation_min")
     written = ["candidates.parquet", "pareto.parquet", "pareto.png"]
     with writing_folder(out, force=force, replaceable=is_plan_folder, keep=PLAN_STATE) as tmp:
         table.to_parquet(tmp / "candidates.parquet", index=False)
@@ -96,7 +101,10 @@ def write_plan(result, scenario, out, force: bool = False) -> None:
             updates = {k: _plain(best[k]) for k in result.params if k in best and best[k] is not None}
             recommended = updated(scenario, updates, "recommended")
             header = f"# Recommended by capsim plan ({result.search}): {describe(best, result.params)}\n"
-            if best.get("estimate"):
+            if best.get("estimate") and scenario.llm is not None:
+                header += ("# The iteration times are an ESTIMATE (a roofline, or another GPU's coefficients): "
+                           "calibrate this GPU before buying.\n")
+            elif best.get("estimate"):
                 header += "# The service profile is a roofline ESTIMATE: calibrate this GPU before buying.\n"
             (tmp / "recommended.yaml").write_text(header + dump_scenario(recommended))
             written.append("recommended.yaml")
@@ -116,23 +124,31 @@ def plot_pareto(table, fronts, scenario, path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    objs = objectives(scenario)
+    panels = {f"cost_vs_{o.name}": (o.upper, 1e3, f"{o.label} upper 95% bound (ms)", o.target_s * 1e3)
+              for o in objs}
+    panels["cost_vs_violation"] = ("slo_violation_min", 1.0, "minutes of SLO violation", None)
+    fig, axes = plt.subplots(1, len(fronts), figsize=(5.5 * len(fronts), 4.2), squeeze=False)
     stable = table[~table["unstable"].astype(bool)]
-    for ax, (name, front), (metric, scale, ylabel) in zip(
-            axes, fronts.items(), [("slo_upper_s", 1e3, f"p{scenario.slo.percentile:g} upper 95% bound (ms)"),
-                                   ("slo_violation_min", 1.0, "minutes of SLO violation")]):
+    for ax, (name, front) in zip(axes[0], fronts.items()):
+        metric, scale, ylabel, target = panels[name]
         ok = stable["meets_slo"].astype(bool)
         ax.scatter(stable.loc[~ok, "cost_per_hour_usd"], stable.loc[~ok, metric] * scale, s=14, c="0.7",
                    label="misses SLO")
         ax.scatter(stable.loc[ok, "cost_per_hour_usd"], stable.loc[ok, metric] * scale, s=14, c="tab:blue",
                    label="meets SLO")
         ax.step(front["cost_per_hour_usd"], front[metric] * scale, where="post", c="tab:red", label="Pareto frontier")
-        if name == "cost_vs_p99":
-            ax.axhline(scenario.slo.latency_s * 1e3, ls="--", c="k", lw=0.8, label="SLO")
+        if target is not None:
+            ax.axhline(target, ls="--", c="k", lw=0.8, label="SLO")
+        shown = (stable[metric] * scale)[lambda v: v > 0]
+        log = bool(len(shown)) and shown.max() > 100 * shown.min()  # overloaded fleets' outliers: a log axis
+        if log:
+            ax.set_yscale("log")
         ax.set_xlabel("cost ($/hour)")
-        ax.set_ylabel(ylabel)
+        ax.set_ylabel(ylabel + (", log scale" if log else ""))
         ax.legend(fontsize=8)
-    fig.suptitle(f"{scenario.name}: cost vs latency and vs SLO violation (unstable configurations left out)")
+    what = " and ".join(o.label for o in objs) if scenario.llm is not None else "latency and vs SLO violation"
+    fig.suptitle(f"{scenario.name}: cost vs {what} (unstable configurations left out)")
     fig.tight_layout()
     try:
         with writing_file(path) as tmp:

@@ -24,7 +24,7 @@ class RawRecords:
     arrival_s: np.ndarray
     batch_of: np.ndarray  # batch id per request, -1 if never started
     outcome: np.ndarray
-    drop_s: np.ndarray  # end time of rejected / timed-out requests (NaN when served)
+    drop_s: np.ndarray  # end time of requests that never ran in a batch: rejected, timed out, cache hits (else NaN)
     drop_replica: np.ndarray  # replica a rejected / timed-out request was routed to (-1 otherwise)
     batch_replica: np.ndarray
     batch_start_s: np.ndarray
@@ -35,7 +35,7 @@ class RawRecords:
     replicas: list
     horizon_s: float
     end_s: float
-    extra: dict = field(default_factory=dict)
+    extra: dict = field(default_factory=dict)  # online architectures (sim.architectures): see to_frames
 
 
 def outcome_codes(requests: pd.DataFrame) -> np.ndarray:
@@ -62,6 +62,37 @@ def request_frame(arrival_s: np.ndarray, start_s: np.ndarray, end_s: np.ndarray,
     })
 
 
+def token_request_frame(arrival_s: np.ndarray, start_s: np.ndarray, first_token_s: np.ndarray, end_s: np.ndarray,
+                        replica: np.ndarray, batch_size: np.ndarray, outcome: np.ndarray, input_tokens: np.ndarray,
+                        output_tokens: np.ndarray, preemptions: np.ndarray) -> pd.DataFrame:
+    """The ``requests`` table of token-level (LLM) serving: :func:`request_frame`'s columns, then the token
+    counts, the first token's time, TTFT = first token − arrival and TPOT = (end − first token) /
+    (output tokens − 1) (NaN for one output token), and how often the request was preempted."""
+    frame = request_frame(arrival_s, start_s, end_s, replica, batch_size, outcome)
+    out = np.asarray(output_tokens, dtype=np.int64)
+    frame["input_tokens"] = np.asarray(input_tokens, dtype=np.int64)
+    frame["output_tokens"] = out
+    frame["first_token_s"] = first_token_s
+    frame["ttft_s"] = first_token_s - arrival_s
+    with np.errstate(invalid="ignore", divide="ignore"):
+        frame["tpot_s"] = np.where(out > 1, (end_s - first_token_s) / np.maximum(out - 1, 1), np.nan)
+    frame["preemptions"] = np.asarray(preemptions, dtype=np.int32)
+    return frame
+
+
+def replica_frame(replicas: list) -> pd.DataFrame:
+    """The ``replicas`` table: one row per replica that existed, with its lifecycle timestamps."""
+    return pd.DataFrame({
+        "replica": [r.index for r in replicas],
+        "instances": [r.instances for r in replicas],
+        "created_s": [r.created_s for r in replicas],
+        "ready_s": [r.ready_s for r in replicas],
+        "gone_s": [r.gone_s if r.gone_s is not None else math.inf for r in replicas],
+        "up_s": [r.up_s for r in replicas],
+        "container_s": [r.container_s for r in replicas],
+    })
+
+
 def batch_frame(replica, start_s, end_s, size, first_call, **extra) -> pd.DataFrame:
     """The ``batches`` table: one row per batch in start order (``extra`` columns appended)."""
     frame = pd.DataFrame({
@@ -78,7 +109,9 @@ def batch_frame(replica, start_s, end_s, size, first_call, **extra) -> pd.DataFr
 
 
 def to_frames(raw: RawRecords):
-    """(requests, batches, timeseries, replicas) tables from the engine's arrays."""
+    """(requests, batches, timeseries, replicas) tables from the engine's arrays. An online architecture's
+    ``raw.extra`` may hold ``response_s`` (per request, added to its end: the network's way back),
+    ``request_columns`` and ``batch_columns`` (appended to those tables; docs/results.md)."""
     b = raw.batch_of
     started = b >= 0
     safe = np.where(started, b, 0)
@@ -90,17 +123,13 @@ def to_frames(raw: RawRecords):
         end[unfinished] = nan
     replica = np.where(started, raw.batch_replica[safe] if raw.batch_replica.size else -1, raw.drop_replica)
     size = np.where(started, raw.batch_size[safe] if raw.batch_size.size else 0, 0)
+    extra = raw.extra
+    if "response_s" in extra:
+        end = end + extra["response_s"]
     requests = request_frame(raw.arrival_s, start, end, replica, size, raw.outcome)
+    for name, values in extra.get("request_columns", {}).items():
+        requests[name] = values
     batches = batch_frame(raw.batch_replica, raw.batch_start_s, raw.batch_end_s, raw.batch_size,
-                          raw.batch_first_call)
+                          raw.batch_first_call, **extra.get("batch_columns", {}))
     timeseries = pd.DataFrame(raw.timeseries)
-    replicas = pd.DataFrame({
-        "replica": [r.index for r in raw.replicas],
-        "instances": [r.instances for r in raw.replicas],
-        "created_s": [r.created_s for r in raw.replicas],
-        "ready_s": [r.ready_s for r in raw.replicas],
-        "gone_s": [r.gone_s if r.gone_s is not None else math.inf for r in raw.replicas],
-        "up_s": [r.up_s for r in raw.replicas],
-        "container_s": [r.container_s for r in raw.replicas],
-    })
-    return requests, batches, timeseries, replicas
+    return requests, batches, timeseries, replica_frame(raw.replicas)

@@ -120,6 +120,10 @@ class HPAController:
             return monitor.mean_of(rep.index, 2, t_end, w)
         if name == "queue_length":
             return monitor.mean_of(rep.index, 3, t_end, w)
+        if name == "kv_cache_utilization":  # LLM replicas (sim.llm.engine.LlmEngine.snapshot)
+            return monitor.mean_of(rep.index, 4, t_end, w)
+        if name == "running_sequences":
+            return monitor.mean_of(rep.index, 5, t_end, w)
         return monitor.utilization(rep.index, rep.instances, t_end, w)
 
     def _within(self, ratio: float) -> bool:

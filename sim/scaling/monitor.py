@@ -18,7 +18,7 @@ import numpy as np
 @dataclass
 class Sample:
     time_s: float
-    per_replica: dict[int, tuple[float, int, int, int]]  # index -> (busy_s, arrived, outstanding, queued)
+    per_replica: dict[int, tuple]  # index -> (busy_s, arrived, outstanding, queued[, kv_share, running] on LLM replicas)
     held: int
 
 

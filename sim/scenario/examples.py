@@ -1,4 +1,4 @@
-"""The example scenarios shipped with capsim, found by name wherever capsim is installed.
+"""The example scenarios (and training plans) shipped with capsim, found by name wherever capsim is installed.
 
 They live in the repository's ``examples/`` folder, which the package carries as ``sim/data/examples``,
 so ``capsim simulate fraud_mlp`` works from any directory, in a checkout or after ``pip install``.
@@ -43,6 +43,15 @@ def scenario_path(ref: str | Path) -> Path:
     hint = difflib.get_close_matches(key, list(examples), n=1, cutoff=0.6)
     raise ScenarioError(f"scenario file {str(ref)!r} not found, and no example has that name"
                         + (f"; did you mean {hint[0]!r}?" if hint else "") + " (`capsim examples` lists them)")
+
+
+def example_kind(path: Path) -> str:
+    """``training`` for a training plan (``kind: training``, run by ``capsim train-plan``), else ``serving``."""
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError:
+        return "serving"
+    return "training" if isinstance(data, dict) and data.get("kind") == "training" else "serving"
 
 
 def describe_example(path: Path) -> str:

@@ -20,12 +20,22 @@ def input_files(scenario: Scenario) -> dict[str, Path]:
     → its file under sim/data/profiles). A profile that cannot be found is left out: simulating says so."""
     files: dict[str, Path] = {}
     service = scenario.service
-    if service.type == "profile":
+    if service is not None and service.type == "profile":
         with suppress(ProfileError):
             files["service.profile"] = resolve_profile_path(service.profile, scenario.base_dir)
+    if scenario.workload is None:  # an offline job: no arrivals (sim/scenario/architectures.py)
+        return files
     arrivals = scenario.workload.arrivals
     if arrivals.process == "trace":
         files["workload.arrivals.path"] = scenario.resolve(arrivals.path)
+    for key in ("input_tokens", "output_tokens"):  # llm scenarios: lengths drawn from a file
+        spec = getattr(scenario.workload, key)
+        if spec is not None and spec.distribution == "empirical":
+            files[f"workload.{key}.path"] = scenario.resolve(spec.path)
+    for k, site in enumerate(scenario.edge.sites if scenario.edge is not None else ()):  # edge sites' profiles
+        if site.profile is not None:
+            with suppress(ProfileError):
+                files[f"edge.sites[{k}].profile"] = resolve_profile_path(site.profile, scenario.base_dir)
     manifest = getattr(scenario.autoscaler, "from_manifest", None)
     if manifest:
         files["autoscaler.from_manifest"] = scenario.resolve(manifest)

@@ -19,6 +19,9 @@ from sim.scenario.model import Scenario
 from sim.scenario.yaml_reader import read_yaml
 
 MAX_RANGE_VALUES = 10_000
+# Top-level sections a scenario may leave out entirely (they are not dumped when absent).
+OPTIONAL_SECTIONS = frozenset(name for name, field in Scenario.model_fields.items()
+                              if not field.is_required() and field.default is None)
 
 
 # ---------------------------------------------------------------- values given as text
@@ -103,19 +106,28 @@ def _parts(key: str, flag: str) -> list[str | int]:
     return parts
 
 
-def set_key(data: dict, key: str, value: Any, flag: str = "--set") -> None:
+def set_key(data: dict, key: str, value: Any, flag: str = "--set", sections: frozenset[str] = frozenset()) -> None:
     """Set dotted ``key`` in plain scenario data; a key the scenario does not have is an error with a
-    did-you-mean (a section's unset optional field counts as present: its default is dumped)."""
+    did-you-mean (a section's unset optional field counts as present: its default is dumped). ``sections``
+    are top-level sections the scenario may have but does not (``cache``, ``llm``): setting a key in one
+    starts it."""
     given = f"{flag} {key} = {shown(value)}"
     node: Any = data
     parts = _parts(key, flag)
+    if parts[0] in sections and parts[0] not in data and len(parts) > 1:
+        data[parts[0]] = {}
     for depth, part in enumerate(parts):
         where = ".".join(str(p) for p in parts[:depth]).replace(".[", "[") or "the scenario"
         if isinstance(part, int):
             if not isinstance(node, list) or not -len(node) <= part < len(node):
                 raise ScenarioError(f"{given}: {where} has no item [{part}]")
+        elif depth == len(parts) - 1 and isinstance(node, dict) and node is data and part in sections:
+            pass  # a whole optional section given at once
+        elif (depth == 1 and parts[0] in sections and isinstance(node, dict)
+              and data.get(parts[0]) is node and not node.get(part)):
+            pass  # a key of an optional section just started; the section's own checks judge it
         elif not isinstance(node, dict) or part not in node:
-            allowed = sorted(node) if isinstance(node, dict) else []
+            allowed = sorted({*node, *(sections if node is data else ())}) if isinstance(node, dict) else []
             hint = difflib.get_close_matches(part, allowed, n=1, cutoff=0.6)
             text = f"{given}: unknown key {part!r} in {where}"
             if hint:
@@ -133,7 +145,7 @@ def updated(scenario: Scenario, updates: dict[str, Any], flag: str = "--set") ->
     ``flag`` names where the updates came from in errors (``--set``, ``--param``, ``--vary``)."""
     data = copy.deepcopy(scenario_to_dict(scenario))
     for key, value in updates.items():
-        set_key(data, key, value, flag)
+        set_key(data, key, value, flag, OPTIONAL_SECTIONS)
     try:
         return scenario_from_dict(data, base_dir=scenario.base_dir, source="scenario")
     except ScenarioError as exc:

@@ -16,13 +16,21 @@ from pydantic import BaseModel, ValidationError
 
 from sim.errors import ScenarioError, shown
 from sim.scenario.examples import scenario_path
+from sim.scenario.llm import STEP_TIME_TYPES, TOKEN_DISTRIBUTIONS
 from sim.scenario.manifests import deployment_overrides, hpa_from_manifest
 from sim.scenario.model import ARRIVAL_PROCESSES, SERVICE_TYPES, Scenario
 from sim.scenario.scaling import AUTOSCALER_TYPES
 from sim.scenario.yaml_reader import read_text_file, read_yaml
 
 _UNION_TAGS = {"arrivals": set(ARRIVAL_PROCESSES), "service": set(SERVICE_TYPES),
-               "autoscaler": set(AUTOSCALER_TYPES)}
+               "autoscaler": set(AUTOSCALER_TYPES), "input_tokens": set(TOKEN_DISTRIBUTIONS),
+               "output_tokens": set(TOKEN_DISTRIBUTIONS), "step_time": set(STEP_TIME_TYPES)}
+_TAG_FIELDS = {"arrivals": "process", "input_tokens": "distribution", "output_tokens": "distribution"}  # else type
+# Keys of one serving mode, left out of a dump when unused: a request-level scenario dumps as it did
+# before the token-level mode existed (run folders, sweep checkpoint keys).
+_MODE_KEYS = (("service",), ("llm",), ("workload", "input_tokens"), ("workload", "output_tokens"), ("offline",),
+              ("streaming",), ("workload",),  # the architectures' sections (sim/scenario/architectures.py)
+              ("cache",), ("edge",), ("failures",), ("overlap",))  # online architectures (sim/scenario/online.py)
 
 
 def load_scenario(path: str | Path) -> Scenario:
@@ -41,6 +49,9 @@ def scenario_from_yaml_text(text: str, base_dir: str | Path = ".", source: str =
 
 def scenario_from_dict(data: dict[str, Any], base_dir: str | Path = ".", source: str = "scenario") -> Scenario:
     """Validate a plain dict (as YAML gives it) into a Scenario."""
+    if data.get("kind") == "training":
+        raise ScenarioError(f"{source}: kind = 'training': a training plan, not a serving scenario; run it with "
+                            "capsim train-plan")
     data = dict(data)
     data["base_dir"] = str(base_dir)
     data = _expand_manifests(data, base_dir)
@@ -72,7 +83,14 @@ def _expand_manifests(data: dict[str, Any], base_dir: str | Path) -> dict[str, A
 
 def scenario_to_dict(scenario: Scenario) -> dict[str, Any]:
     """The scenario as YAML-ready plain data (defaults included, base_dir left out)."""
-    return scenario.model_dump(mode="json", exclude={"base_dir"})
+    data = scenario.model_dump(mode="json", exclude={"base_dir"})
+    for *parents, key in _MODE_KEYS:
+        section = data
+        for name in parents:
+            section = section.get(name) or {}  # an offline job has no workload
+        if section.get(key, 0) is None:
+            del section[key]
+    return data
 
 
 def dump_scenario(scenario: Scenario) -> str:
@@ -119,11 +137,11 @@ def _one(err: dict[str, Any], model: type[BaseModel]) -> str:
         tags = sorted(_UNION_TAGS.get(loc[-1], ()))
         tag = err.get("ctx", {}).get("tag", value)
         hint = difflib.get_close_matches(str(tag), tags, n=1, cutoff=0.6)
-        field = "process" if loc[-1] == "arrivals" else "type"
+        field = _TAG_FIELDS.get(loc[-1], "type")
         text = f"{key}.{field} = {tag!r}: must be one of {', '.join(tags)}"
         return text + (f"; did you mean {hint[0]!r}?" if hint else "")
     if kind == "union_tag_not_found":
-        field = "process" if loc[-1] == "arrivals" else "type"
+        field = _TAG_FIELDS.get(loc[-1], "type")
         return f"{key}: missing key {field!r} (one of {', '.join(sorted(_UNION_TAGS.get(loc[-1], ())))})"
     if kind == "missing":
         return f"{key}: missing required key"
@@ -133,7 +151,7 @@ def _one(err: dict[str, Any], model: type[BaseModel]) -> str:
     else:
         msg = msg.replace("Input should be", "must be").replace("should have", "must have")
     if kind.startswith(("model_", "value_error")) and isinstance(value, dict):
-        return f"{key or 'scenario'}: {msg}"
+        return f"{key}: {msg}" if key else msg  # a scenario-wide check names its keys itself
     return f"{key} = {shown(value)}: {msg}"
 
 

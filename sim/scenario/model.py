@@ -14,9 +14,13 @@ from typing import Annotated, Literal
 
 from pydantic import Field, field_validator, model_validator
 
+from sim.scenario.architectures import Offline, Streaming, architecture_problem
 from sim.scenario.base import NonNegFloat, PositiveFloat, Section, union_tags
+from sim.scenario.llm import Llm, TokenLengths, llm_problem
+from sim.scenario.online import Cache, Edge, Failures, Overlap, online_problem
 from sim.scenario.scaling import Autoscaler, ColdStart, Static
 from sim.serving.routers import ROUTERS
+from sim.serving.waiting import SCENARIO_WAITS, WAITS
 
 
 # ---------------------------------------------------------------- arrivals
@@ -106,6 +110,10 @@ ARRIVAL_PROCESSES = union_tags(Arrivals, "process")
 
 class Workload(Section):
     arrivals: Arrivals = Field(description="The arrival process; `process` picks the kind.")
+    input_tokens: TokenLengths | None = Field(default=None, description="llm scenarios: prompt length of each "
+                                              "request; `distribution` picks the kind.")
+    output_tokens: TokenLengths | None = Field(default=None, description="llm scenarios: tokens each request "
+                                               "generates; `distribution` picks the kind.")
 
 
 # ---------------------------------------------------------------- service
@@ -141,7 +149,20 @@ class ProfileService(Section):
     idle_effects: bool = Field(
         default=True, description="A batch that starts after its replica sat idle is slowed down as the "
         "profile measured it: its idle_response (from served runs) or else its serving replay (cold caches, "
-        "thread wake-up). False: back-to-back times only.")
+        "thread wake-up). False: back-to-back times only (the same as server_wait: none).")
+    server_wait: Literal[SCENARIO_WAITS] = Field(  # sim.serving.waiting's names
+        default="profile", description="How the modelled server waits for work, which decides the idle "
+        "response applied: profile = the one the profile was measured under (its server.wait; block when "
+        "unrecorded); block or poll = stated, and it must be the profile's; none = no idle response "
+        "(back-to-back times).")
+
+    @model_validator(mode="after")
+    def _one_idle_choice(self) -> ProfileService:
+        if not self.idle_effects and self.server_wait in WAITS:
+            raise ValueError(f"idle_effects = false turns the idle response off, but server_wait = "
+                             f"{self.server_wait!r} asks for it; give server_wait: none (the same as "
+                             "idle_effects: false) or drop idle_effects")
+        return self
 
 
 Service = Annotated[ParametricService | ProfileService, Field(discriminator="type")]
@@ -211,9 +232,7 @@ class Run(Section):
         "against a mistyped rate or horizon, checked before anything is drawn); raise it to simulate more.")
 
     @model_validator(mode="after")
-    def _horizon(self) -> Run:
-        if self.duration_s is None and self.requests is None:
-            raise ValueError("give duration_s or requests")
+    def _horizon(self) -> Run:  # neither (an offline job's horizon is its own): sim.scenario.architectures
         if self.duration_s is not None and self.requests is not None:
             raise ValueError(f"give duration_s or requests, not both (got duration_s = {self.duration_s}, "
                              f"requests = {self.requests})")
@@ -225,17 +244,44 @@ class Run(Section):
 class Scenario(Section):
     name: str = Field(default="scenario", description="Label used in tables and file names.")
     description: str = Field(default="", description="Free text.")
-    workload: Workload
-    service: Service
+    workload: Workload | None = Field(default=None, description="The traffic; required unless the scenario "
+                                      "has offline (a batch job's items are all there at submission).")
+    service: Service | None = Field(default=None, description="How long a batch takes (request-level "
+                                    "serving); `type` picks the kind. Required unless the scenario has llm.")
     batching: Batching = Field(default_factory=Batching)
     fleet: Fleet = Field(default_factory=Fleet)
     slo: SLO = Field(default_factory=SLO)
     cost: Cost = Field(default_factory=Cost)
     run: Run
     autoscaler: Autoscaler = Field(default_factory=Static, description="How the replica count changes; "
-                                   "`type` picks static, hpa, kpa or ray_serve.")
+                                   "`type` picks static, hpa, kpa, ray_serve or keda (streaming).")
     cold_start: ColdStart = Field(default_factory=ColdStart, description="Phases a new replica goes through.")
+    llm: Llm | None = Field(default=None, description="Token-level LLM serving (sim/llm/, docs/llm.md) instead "
+                            "of request-level batches.")
+    offline: Offline | None = Field(default=None, description="A batch-inference job with a deadline instead of "
+                                    "online traffic (sim/architectures/offline.py, docs/architectures.md).")
+    streaming: Streaming | None = Field(default=None, description="Event-driven inference: the workload is a "
+                                        "producer, the replicas consume a partitioned buffer "
+                                        "(sim/architectures/streaming.py, docs/architectures.md).")
+    cache: Cache | None = Field(default=None, description="A result cache in front of the model "
+                                "(sim/architectures/cache.py, docs/architectures.md).")
+    edge: Edge | None = Field(default=None, description="Edge sites beside the central fleet, with network "
+                              "round trips (sim/architectures/edge.py, docs/architectures.md).")
+    failures: Failures | None = Field(default=None, description="Replica and node failures, retries and restarts "
+                                      "(sim/architectures/failures.py, docs/architectures.md).")
+    overlap: Overlap | None = Field(default=None, description="Host work overlapped with device work, or the "
+                                    "serial loop (sim/architectures/overlap.py, docs/architectures.md).")
     base_dir: str = Field(default=".", exclude=True, description="Directory relative paths resolve from.")
+
+    @model_validator(mode="after")
+    def _one_serving_mode(self) -> Scenario:
+        problem = architecture_problem(self)  # online, offline or streaming, consistently
+        if problem is None and self.workload is not None:
+            problem = llm_problem(self)  # request-level (service) or token-level (llm), consistently
+        problem = problem or online_problem(self)  # caches, edge sites, failures, overlap (sim/scenario/online.py)
+        if problem:
+            raise ValueError(problem)
+        return self
 
     def resolve(self, relative: str) -> Path:
         """A path from the scenario, resolved against the scenario file's directory."""

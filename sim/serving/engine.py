@@ -30,6 +30,11 @@ is the public methods below, never its fields:
   arrivals, ``desired`` is sampled into the time series, ``on_empty()`` is called when a request
   arrives with no ready replica, ``stop()`` when every request has finished after the horizon.
 
+The online architectures (``sim.architectures``) use a second set: :meth:`Engine.attach_front` (arrivals go
+to a cache or the edge's network first, which then call :meth:`Engine.admit` or
+:meth:`Engine.answer_without_model`), :meth:`Engine.ready_replicas`, the listeners :meth:`Engine.on_batch_done`
+and :meth:`Engine.on_ready`, and :meth:`Engine.fail_replica` and :meth:`Engine.lose` for failures.
+
 The fleet owns a :class:`Replica`'s lifecycle fields (state and its timestamps); the engine owns its
 queue and busy accounting.
 
@@ -140,6 +145,9 @@ class Engine:
         self._scaler: ScalerHooks | None = None
         self._when_idle: dict[int, Callable[[Replica], None]] = {}  # draining replica -> its callback
         self._latency_log: list[tuple[float, float]] | None = None  # (end_s, latency_s), when a metric reads it
+        self._front = None  # where arrivals go first (sim.architectures), None: straight to the router
+        self._done = self._on_done  # what a batch's completion event calls (on_batch_done adds a listener)
+        self._ready_listeners: list[Callable[[Replica], None]] = []
         self.finished = 0
         self._batch_of = [-1] * self.n
         self._outcome = [SERVED] * self.n
@@ -178,6 +186,8 @@ class Engine:
         held, self._held = self._held, []
         for i in held:
             self._route(i)
+        for listener in self._ready_listeners:
+            listener(rep)
 
     def stop_routing(self, rep: Replica, when_idle: Callable[[Replica], None]) -> None:
         """No new requests for ``rep``; ``when_idle(rep)`` once its queued and running work is done
@@ -207,6 +217,74 @@ class Engine:
         """Let ``scaler`` run beside the arrivals (see :class:`ScalerHooks`); before :meth:`run`."""
         self._scaler = scaler
 
+    # ------------------------------------------------------------ the contract with the architectures
+    def attach_front(self, front) -> None:
+        """Send every arrival to ``front.arrive(i)`` instead of the router; before :meth:`run`."""
+        self._front = front
+
+    def admit(self, i: int) -> None:
+        """Request ``i`` reaches the fleet now: routed (or held at the activator); its batching delay and
+        timeout count from now."""
+        self._at[i] = self.env._now
+        self._arrive(i)
+
+    def answer_without_model(self, i: int, end_s: float, rep: Replica | None = None) -> None:
+        """Request ``i`` is served at ``end_s`` without a batch (a cache hit), by ``rep`` or in front of the fleet."""
+        self._drop_s[i] = end_s
+        if rep is not None:
+            rep.arrived += 1
+            self._drop_rep[i] = rep.index
+        self.finished += 1
+
+    def ready_replicas(self) -> tuple[Replica, ...]:
+        """Replicas taking traffic, in the router's order."""
+        return tuple(self._ready)
+
+    def on_batch_done(self, callback: Callable[[Replica, list[int], float], None]) -> None:
+        """Call ``callback(replica, request ids, now)`` as each batch finishes (after the engine's own work)."""
+        def done_then_tell(event) -> None:
+            self._on_done(event)
+            callback(*event._value, self.env._now)
+
+        self._done = done_then_tell
+
+    def on_ready(self, callback: Callable[[Replica], None]) -> None:
+        """Call ``callback(replica)`` each time a replica starts taking traffic (:meth:`mark_ready`)."""
+        self._ready_listeners.append(callback)
+
+    def fail_replica(self, rep: Replica) -> tuple[list[int], list[int]]:
+        """``rep`` crashes now: no more traffic; returns (the requests it held, running first; the batches cut
+        short, which end now). The batches' completion events, found in SimPy 4's ``env._queue``
+        (tests/test_engine_contract.py), are emptied so they complete nothing; the fleet marks ``rep`` gone."""
+        self.expire()  # a request whose deadline passed timed out before the crash
+        if rep in self._ready:
+            self._ready.remove(rep)
+        self._when_idle.pop(rep.index, None)
+        now, lost, cut = self.env._now, [], []
+        for *_, event in sorted(self.env._queue):
+            value = event._value
+            if type(value) is tuple and value[0] is rep and type(value[1]) is list and value[1]:
+                batch = value[1]
+                bid = self._batch_of[batch[0]]
+                self._b_end[bid] = now
+                cut.append(bid)
+                for i in batch:
+                    self._batch_of[i] = -1
+                lost.extend(batch)
+                batch.clear()
+        lost.extend(rep.queue)
+        rep.queue.clear()
+        rep.busy_accum, rep.last_change = rep.busy_instance_s(now), now
+        rep.free, rep.outstanding = rep.instances, 0
+        return lost, cut
+
+    def lose(self, i: int, replica: int) -> None:
+        """Request ``i`` is given up now (lost with ``replica`` and not retried): recorded as rejected."""
+        self._outcome[i] = REJECTED
+        self._drop_s[i] = self.env._now
+        self._drop_rep[i] = replica
+        self.finished += 1
+
     # ------------------------------------------------------------ processes
     def run(self) -> RawRecords:
         self.env.process(self._source())
@@ -220,7 +298,8 @@ class Engine:
         """Replay arrivals. An arrival strictly before every scheduled event needs no event of its own:
         nothing else can happen in between, so the clock moves straight to it (about 40% of engine
         time saved; records are identical). Ties still go through the event queue, in FIFO order."""
-        env, arrive, timeout, peek = self.env, self._arrive, self.env.timeout, self.env.peek
+        env, timeout, peek = self.env, self.env.timeout, self.env.peek
+        arrive = self._arrive if self._front is None else self._front.arrive
         for i, t in enumerate(self._at):
             if t > env._now:
                 if t < peek():
@@ -352,7 +431,7 @@ class Engine:
         rep.busy_accum += (rep.instances - rep.free) * (now - rep.last_change)
         rep.last_change = now
         rep.free -= 1
-        self.env.timeout(service_s, (rep, batch)).callbacks.append(self._on_done)
+        self.env.timeout(service_s, (rep, batch)).callbacks.append(self._done)
 
     def _on_timer(self, event) -> None:
         rep = event._value
@@ -397,7 +476,8 @@ class Engine:
             running = np.zeros(self.n, dtype=bool)
             started = batch_of >= 0
             running[started] = batch_end[batch_of[started]] > end_s + EPS_S
-            outcome[(outcome == SERVED) & (~started | running)] = UNFINISHED
+            answered = ~np.isnan(drop)  # served without a batch (cache hits)
+            outcome[(outcome == SERVED) & ~answered & (~started | running)] = UNFINISHED
         return RawRecords(
             arrival_s=self.arrival_s,
             batch_of=batch_of,

@@ -213,45 +213,10 @@ def read_trace(path: Path, column: str = "arrival_s", key: str | None = None,
     unread. Messages never echo the file beyond one value cut short (``sim.errors.shown``): the path
     may point anywhere readable, and the header is listed only if it looks like column names.
     """
-    import io
-    import re
-
-    import pandas as pd
-
-
     where = f"{key} = {str(path)!r}" if key else str(path)
-    if not path.is_file():
-        raise TraceError(f"{where}: trace file not found")
-    try:
-        with path.open("rb") as f:  # bounded also where the size reads 0 (/proc) or the file grows
-            data = f.read(max_bytes + 1) if path.stat().st_size <= max_bytes else None
-    except OSError as exc:
-        raise TraceError(f"{where}: cannot read the trace ({exc.strerror or type(exc).__name__})") from None
-    if data is None or len(data) > max_bytes:
-        raise TraceError(f"{where}: larger than {max_bytes / 2**20:g} MiB, the most a trace may hold")
-    parquet = path.suffix.lower() in (".parquet", ".pq")
-    try:
-        frame = pd.read_parquet(io.BytesIO(data)) if parquet else pd.read_csv(io.BytesIO(data))
-    except Exception as exc:  # noqa: BLE001 - any reader failure is a bad trace for the user
-        detail = " ".join(str(exc).split())  # one line
-        detail = detail if len(detail) <= 100 else detail[:97] + "..."
-        raise TraceError(f"{where}: cannot read as {'Parquet' if parquet else 'CSV'}: {detail}") from None
-    if column not in frame.columns:
-        names = [str(c) for c in frame.columns]
-        listed = "columns: " + (", ".join(names) or "none")
-        if len(names) > 20 or not all(re.fullmatch(r"[\w .()/%-]{1,40}", n) for n in names):
-            listed = "its first row is not a header of column names"
-        elif len(listed) > 70:
-            listed = listed[:67] + "..."
-        raise TraceError(f"{where}: no column {shown(column)} ({listed}); set workload.arrivals.column")
-    values = pd.to_numeric(frame[column], errors="coerce").to_numpy(dtype=float)
-    if values.size == 0:
-        raise TraceError(f"{where}: column {column!r} is empty; a trace needs at least one arrival")
-    bad = np.flatnonzero(~np.isfinite(values))
-    if bad.size:
-        raw = frame[column].iloc[bad[0]]
-        raw = raw.item() if hasattr(raw, "item") else raw
-        raise TraceError(f"{where}: {column} in row {bad[0] + 1} is {shown(raw)}; times must be finite numbers")
+    frame = read_table(path, where, "trace", max_bytes)
+    values = finite_column(frame, column, where, TraceError, "set workload.arrivals.column",
+                           "a trace needs at least one arrival")
     if values.min() < 0:
         row = int(np.argmin(values))
         raise TraceError(f"{where}: {column} in row {row + 1} is {values[row]:g}; times must be ≥ 0 seconds")
@@ -262,4 +227,56 @@ def read_trace(path: Path, column: str = "arrival_s", key: str | None = None,
             f"{where}: {column} is not sorted: row {r + 2} ({values[r + 1]:g}) comes before row {r + 1} "
             f"({values[r]:g}); sort the trace by arrival time"
         )
+    return values
+
+
+def read_table(path: Path, where: str, what: str = "trace", max_bytes: int = 256 * 2**20, error=TraceError):
+    """A CSV or Parquet file (by suffix: .parquet / .pq, else CSV) as a DataFrame, refusing one over
+    ``max_bytes`` unread; ``what`` names the file's kind in the one-line ``error``s."""
+    import io
+
+    import pandas as pd
+
+    if not path.is_file():
+        raise error(f"{where}: {what} file not found")
+    try:
+        with path.open("rb") as f:  # bounded also where the size reads 0 (/proc) or the file grows
+            data = f.read(max_bytes + 1) if path.stat().st_size <= max_bytes else None
+    except OSError as exc:
+        raise error(f"{where}: cannot read the {what} ({exc.strerror or type(exc).__name__})") from None
+    if data is None or len(data) > max_bytes:
+        raise error(f"{where}: larger than {max_bytes / 2**20:g} MiB, the most a {what} may hold")
+    parquet = path.suffix.lower() in (".parquet", ".pq")
+    try:
+        return pd.read_parquet(io.BytesIO(data)) if parquet else pd.read_csv(io.BytesIO(data))
+    except Exception as exc:  # noqa: BLE001 - any reader failure is a bad file for the user
+        detail = " ".join(str(exc).split())  # one line
+        detail = detail if len(detail) <= 100 else detail[:97] + "..."
+        raise error(f"{where}: cannot read as {'Parquet' if parquet else 'CSV'}: {detail}") from None
+
+
+def finite_column(frame, column: str, where: str, error=TraceError, hint: str = "",
+                  empty: str = "at least one row is needed", values_are: str = "times") -> np.ndarray:
+    """``frame[column]`` as finite floats; a missing column, an empty one or the first value that is not a
+    finite number is one ``error`` line naming the column and row (``hint`` says how to name another column)."""
+    import re
+
+    import pandas as pd
+
+    if column not in frame.columns:
+        names = [str(c) for c in frame.columns]
+        listed = "columns: " + (", ".join(names) or "none")
+        if len(names) > 20 or not all(re.fullmatch(r"[\w .()/%-]{1,40}", n) for n in names):
+            listed = "its first row is not a header of column names"
+        elif len(listed) > 70:
+            listed = listed[:67] + "..."
+        raise error(f"{where}: no column {shown(column)} ({listed})" + (f"; {hint}" if hint else ""))
+    values = pd.to_numeric(frame[column], errors="coerce").to_numpy(dtype=float)
+    if values.size == 0:
+        raise error(f"{where}: column {column!r} is empty; {empty}")
+    bad = np.flatnonzero(~np.isfinite(values))
+    if bad.size:
+        raw = frame[column].iloc[bad[0]]
+        raw = raw.item() if hasattr(raw, "item") else raw
+        raise error(f"{where}: {column} in row {bad[0] + 1} is {shown(raw)}; {values_are} must be finite numbers")
     return values

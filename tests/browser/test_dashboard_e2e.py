@@ -182,7 +182,8 @@ def test_scenario_naming_a_server_file_is_refused(server, page, tmp_path):
     _shot(page, tmp_path, "04c_server_file_refused")
 
 
-NAVIGATION = ["What-if", "Batching trade-off", "Autoscaling", "Calibration", "Planner"]
+NAVIGATION = ["What-if", "Batching trade-off", "Autoscaling", "Calibration", "Planner", "LLM serving",
+              "Offline and streaming", "Online architectures", "Training"]
 
 
 def _navigation(page) -> list[str]:
@@ -193,7 +194,7 @@ def _navigation(page) -> list[str]:
 
 @pytest.mark.parametrize("path,heading", [("", "What-if"), ("batching", "Batching trade-off"),
                                           ("autoscaling", "Autoscaling"), ("calibration", "Calibration"),
-                                          ("planner", "Planner")])
+                                          ("planner", "Planner"), ("llm", "LLM serving")])
 def test_pages_render(server, page, tmp_path, path, heading):
     """Opened by its URL, every page shows the one titled navigation and the wide layout."""
     page.goto(f"{server}/{path}")
@@ -234,3 +235,40 @@ def test_autoscaling_default_shows_the_cold_start_trade_off(server, page, tmp_pa
     assert static < autoscaled
     page.wait_for_timeout(800)
     _shot(page, tmp_path, "08_autoscaling_default")
+
+
+def _charts_drawn(page, at_least: int) -> int:
+    """Wait until at least ``at_least`` visible Altair charts have drawn a canvas or SVG with a size."""
+    page.wait_for_function(
+        """n => [...document.querySelectorAll('[data-testid="stVegaLiteChart"]')].filter(c => {
+              const g = c.querySelector('canvas, svg'); if (!g) return false;
+              const r = g.getBoundingClientRect(); return r.width > 100 && r.height > 50; }).length >= n""",
+        arg=at_least, timeout=60_000)
+    return page.locator('[data-testid="stVegaLiteChart"] canvas, [data-testid="stVegaLiteChart"] svg').count()
+
+
+def test_llm_page_draws_every_tab(server, page, tmp_path):
+    """/llm by its URL: the chat example's figures, then each tab's charts (replicas × TP, the scheduler knob,
+    the timelines, the memory bars) drawn, and no traceback."""
+    page.goto(f"{server}/llm")
+    page.get_by_role("heading", name="LLM serving").first.wait_for()
+    page.get_by_text("TTFT p99").first.wait_for()
+    _settled(page)
+    assert page.locator('[data-testid="stException"]').count() == 0
+    assert _metric(page, "Cost per hour") == "$24.58/h"
+    assert _metric(page, "TPOT p99").endswith("ms")
+    _charts_drawn(page, 3)
+    page.wait_for_timeout(800)
+    _shot(page, tmp_path, "09_llm_replicas_tp")
+    for n, (tab, charts) in enumerate((("Scheduler knobs", 2), ("Timelines", 4), ("Memory", 1)), start=10):
+        page.get_by_role("tab", name=tab).click()
+        _settled(page)
+        panel = page.get_by_role("tabpanel", name=tab)
+        panel.locator('[data-testid="stVegaLiteChart"]').first.wait_for()
+        drawn = panel.locator('[data-testid="stVegaLiteChart"]').count()
+        assert drawn == charts, f"{tab}: {drawn} charts"
+        page.wait_for_timeout(1200)
+        panel.scroll_into_view_if_needed()
+        _shot(page, tmp_path, f"{n}_llm_{tab.split()[0].lower()}")
+    assert "KV cache for" in page.get_by_role("tabpanel", name="Memory").inner_text()
+    assert page.locator('[data-testid="stException"]').count() == 0
