@@ -19,49 +19,26 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
-import shutil
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+from validation_checks import MODES, publish  # noqa: F401 - the LLM suite publishes as the CPU one
+from validation_checks import validate_all_modes as validate_every_mode
 
 from calibration.llm_validation_suite import LOADS, SETTINGS
-from sim.cli import main as capsim_main
 from sim.validation.llm import TOLERANCES
 from sim.validation.validate import MAX_LOAD
 
-MODES = ("calibrated", "from-run-replay", "from-run-self", "from-run-others")
 JUDGED = tuple(TOLERANCES)
 REPLAY_BOUNDS = {**TOLERANCES, "output_tokens_per_s": 0.02, "mean_decode_batch": 0.05}
 
 
 def validate_all_modes(run_dirs: list[Path], profile: Path, work: Path, replications: int, seed: int = 0,
                        plot: bool = False) -> dict:
-    """``capsim validate`` of every run four ways; per mode the parsed validation.json, and ``run_dirs``."""
-    reports: dict = {}
-    for mode, how in (("calibrated", ["--profile", str(profile)]), ("from-run-replay", ["--from-run", "replay"]),
-                      ("from-run-self", ["--from-run", "self"]), ("from-run-others", ["--from-run", "others"])):
-        out = work / mode
-        print(f"\n== LLM iteration times: {mode}")
-        code = capsim_main(["validate", *map(str, run_dirs), *how, "--replications", str(replications), "--seed",
-                            str(seed), "--out", str(out), *([] if plot else ["--no-plot"])])
-        assert code == 0, f"capsim validate ({mode}) exited with {code}"
-        reports[mode] = json.loads((out / "validation.json").read_text())
-    reports["run_dirs"] = [str(p) for p in run_dirs]
-    return reports
-
-
-def publish(work: Path, profile: Path, run_dirs: list[Path], target: Path) -> None:
-    """Per mode validation.json and QQ plots, the profile and each run's run.json (small files only)."""
-    target.mkdir(parents=True, exist_ok=True)
-    shutil.copy(profile, target / profile.name)
-    for mode in MODES:
-        (target / mode).mkdir(exist_ok=True)
-        for f in [*(work / mode).glob("*.png"), work / mode / "validation.json"]:
-            shutil.copy(f, target / mode / f.name)
-    for run in map(Path, run_dirs):
-        shutil.copy(run / "run.json", target / f"{run.name}-run.json")
+    """``capsim validate`` of every LLM run four ways (the request-level suite's loop, iteration times)."""
+    return validate_every_mode(run_dirs, profile, work, replications, seed, plot, what="LLM iteration times")
 
 
 def check_run_recorded_every_request(run_dir: Path) -> None:

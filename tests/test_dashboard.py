@@ -11,6 +11,7 @@ import pytest
 import yaml
 
 pytest.importorskip("streamlit")
+from dashboard_pages import page_app  # noqa: E402
 from streamlit.testing.v1 import AppTest  # noqa: E402
 
 from dashboard import whatif  # noqa: E402
@@ -22,17 +23,11 @@ SID = whatif.scenario_key(load_scenario(Path(APP).parents[1] / "examples" / "fra
 STORY_SID = whatif.scenario_key(load_scenario("autoscaling/spike_cold_start"))
 
 
-def _page_script(page: str) -> None:
-    """One page as app.py's navigation runs it: the ``render`` of its view module."""
-    import importlib
-
-    importlib.import_module(f"dashboard.views.{page}").render()
-
-
 def _app(page: str | None = None, **state) -> AppTest:
     """The whole app (its default page, the What-if), or one page by its view module's name."""
-    at = (AppTest.from_function(_page_script, args=(page,), default_timeout=120) if page
-          else AppTest.from_file(APP, default_timeout=120))
+    if page:
+        return page_app(page, **state)
+    at = AppTest.from_file(APP, default_timeout=120)
     for key, value in state.items():
         at.session_state[key] = value
     at.run()

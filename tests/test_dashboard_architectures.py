@@ -9,6 +9,8 @@ from pathlib import Path
 import pytest
 
 pytest.importorskip("streamlit")
+from dashboard_pages import metric as _metric  # noqa: E402
+from dashboard_pages import page_app  # noqa: E402
 from streamlit.testing.v1 import AppTest  # noqa: E402
 
 from dashboard import architectures as arch  # noqa: E402
@@ -22,23 +24,8 @@ OFF, ST = whatif.scenario_key(OFFLINE), whatif.scenario_key(STREAMING)
 SMALL = {f"{OFF}:off_items": 400_000, f"{ST}:st_duration": 30.0}  # quick runs
 
 
-def _page() -> None:
-    import importlib
-
-    importlib.import_module("dashboard.views.offline_streaming").render()
-
-
 def _app(**state) -> AppTest:
-    at = AppTest.from_function(_page, default_timeout=120)
-    for key, value in {**SMALL, **state}.items():
-        at.session_state[key] = value
-    at.run()
-    assert not at.exception, at.exception
-    return at
-
-
-def _metric(at: AppTest, label: str) -> str:
-    return next(m.value for m in at.metric if m.label == label)
+    return page_app("offline_streaming", **{**SMALL, **state})
 
 
 def test_page_is_in_the_navigation():

@@ -10,6 +10,8 @@ import pytest
 import yaml
 
 pytest.importorskip("streamlit")
+from dashboard_pages import metric as _metric  # noqa: E402
+from dashboard_pages import page_app  # noqa: E402
 from streamlit.testing.v1 import AppTest  # noqa: E402
 
 from dashboard import llm, whatif  # noqa: E402
@@ -23,23 +25,8 @@ CHAT_SID = whatif.scenario_key(load_scenario(CHAT))
 SUMMARIZE_SID = whatif.scenario_key(load_scenario("llm/summarize_llama3_70b_tp4"))
 
 
-def _page_script(page: str) -> None:
-    import importlib
-
-    importlib.import_module(f"dashboard.views.{page}").render()
-
-
 def _app(page: str, **state) -> AppTest:
-    at = AppTest.from_function(_page_script, args=(page,), default_timeout=180)
-    for key, value in state.items():
-        at.session_state[key] = value
-    at.run()
-    assert not at.exception, at.exception
-    return at
-
-
-def _metric(at: AppTest, label: str) -> str:
-    return next(m.value for m in at.metric if m.label == label)
+    return page_app(page, timeout=180, **state)
 
 
 def _charts(at: AppTest) -> int:

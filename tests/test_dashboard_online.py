@@ -6,6 +6,8 @@ from __future__ import annotations
 import pytest
 
 pytest.importorskip("streamlit")
+from dashboard_pages import metric as _metric  # noqa: E402
+from dashboard_pages import page_app  # noqa: E402
 from streamlit.testing.v1 import AppTest  # noqa: E402
 
 from dashboard import whatif  # noqa: E402
@@ -15,23 +17,8 @@ CACHE = whatif.scenario_key(load_scenario("architectures/caching"))
 FAILURES = whatif.scenario_key(load_scenario("architectures/failures"))
 
 
-def _page() -> None:
-    from dashboard.views import online_architectures
-
-    online_architectures.render()
-
-
 def _app(**state) -> AppTest:
-    at = AppTest.from_function(_page, default_timeout=180)
-    for key, value in state.items():
-        at.session_state[key] = value
-    at.run()
-    assert not at.exception, at.exception
-    return at
-
-
-def _metric(at: AppTest, label: str) -> str:
-    return next(m.value for m in at.metric if m.label == label)
+    return page_app("online_architectures", timeout=180, **state)
 
 
 def _percent(text: str) -> float:

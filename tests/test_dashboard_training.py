@@ -6,26 +6,13 @@ from __future__ import annotations
 import pytest
 
 pytest.importorskip("streamlit")
+from dashboard_pages import metric as _metric  # noqa: E402
+from dashboard_pages import page_app  # noqa: E402
 from streamlit.testing.v1 import AppTest  # noqa: E402
 
 
-def _page() -> None:
-    from dashboard.views import training
-
-    training.render()
-
-
 def _app(**state) -> AppTest:
-    at = AppTest.from_function(_page, default_timeout=120)
-    for key, value in state.items():
-        at.session_state[key] = value
-    at.run()
-    assert not at.exception, at.exception
-    return at
-
-
-def _metric(at: AppTest, label: str) -> str:
-    return next(m.value for m in at.metric if m.label == label)
+    return page_app("training", **state)
 
 
 def test_the_training_page_shows_time_cost_scaling_and_layouts():

@@ -121,7 +121,7 @@ def test_without_output_tokens_a_prompt_chunk_counts_as_sampling():
     (lambda d: d["llm"]["operators"].update(rows=[1, 1, 2]), "llm.operators.rows = [1, 1, 2]: two or more"),
     (lambda d: d["llm"]["operators"]["head_s"].pop(), "llm.operators.head_s and llm.operators.rows must pair up"),
     (lambda d: d["llm"]["kv_cache"].update(block_size=0), "llm.kv_cache.block_size = 0"),
-    (lambda d: d.pop("llm"), "an LLM iteration profile has an llm section"),
+    (lambda d: d.pop("llm"), "an LLM iteration profile needs its llm section"),
 ])
 def test_a_bad_llm_section_is_one_line_naming_the_key(change, message):
     doc = llm_doc()

@@ -37,13 +37,14 @@ OUTCOMES = {"served", "rejected", "timed_out"}
 
 
 def validate_all_modes(run_dirs: list[Path], profile: Path, work: Path, replications: int, seed: int = 0,
-                       plot: bool = False) -> dict:
-    """``capsim validate`` of every run four ways; per mode the parsed validation.json, and ``run_dirs``."""
+                       plot: bool = False, what: str = "service times") -> dict:
+    """``capsim validate`` of every run four ways; per mode the parsed validation.json, and ``run_dirs``.
+    ``what`` names the simulated times in the progress lines (the LLM suite's are iteration times)."""
     reports: dict = {}
     for mode, how in (("calibrated", ["--profile", str(profile)]), ("from-run-replay", ["--from-run", "replay"]),
                       ("from-run-self", ["--from-run", "self"]), ("from-run-others", ["--from-run", "others"])):
         out = work / mode
-        print(f"\n== service times: {mode}")
+        print(f"\n== {what}: {mode}")
         code = capsim_main(["validate", *map(str, run_dirs), *how, "--replications", str(replications), "--seed",
                        str(seed), "--out", str(out), *([] if plot else ["--no-plot"])])
         assert code == 0, f"capsim validate ({mode}) exited with {code}"

@@ -59,12 +59,8 @@ def register(sub) -> None:
 
 
 def main(args) -> int:
-    import shutil
-
     import sim
     from sim.cli.plan_llm import build_llm_space, check_flags, with_llm_slo
-    from sim.experiments.executors import close_executor, make_executor
-    from sim.experiments.sweep import discard_checkpoint
     from sim.planner.report import is_plan_folder, print_plan, write_plan
     from sim.planner.search import Evaluator, plan
     from sim.results.files import check_folder
@@ -87,26 +83,43 @@ def main(args) -> int:
         scenario = updated(scenario, {"slo.latency_s": args.slo_p99_ms / 1e3, "slo.percentile": 99.0}, "--slo-p99-ms")
     out = check_folder(args.out or f"plan-{scenario.name}", force=args.force, replaceable=is_plan_folder,
                        inputs=files_given(args.scenario, scenario))
+    space = prepared(out, lambda: build_llm_space(scenario, args) if scenario.llm is not None
+                     else build_space(scenario, args, out))  # writes roofline estimates to out/profiles
+    result = searched(args, out, lambda executor: plan(
+        scenario, space, Evaluator(scenario, scenario.run.replications, scenario.run.seed, executor, out / "checkpoint",
+                                   not args.no_progress, args.window_s, spare=args.spare), args.search, args.trials))
+    print_plan(result, scenario)
+    write_plan(result, scenario, out, force=args.force)
+    return 0
+
+
+def prepared(out, build):
+    """``build()``, which may write into the plan's folder ``out``; the folder is removed if ``build``
+    fails and it did not exist before (a bad --gpus, say, leaves nothing behind)."""
+    import shutil
+
     existed = out.exists()
     try:
-        space = (build_llm_space(scenario, args) if scenario.llm is not None
-                 else build_space(scenario, args, out))  # writes roofline estimates to out/profiles
+        return build()
     except BaseException:
         if not existed:
             shutil.rmtree(out, ignore_errors=True)
         raise
+
+
+def searched(args, out, search):
+    """``search(executor)`` on the executor the flags name, checkpointed in ``out/checkpoint`` (discarded
+    first with --force); the executor is closed however the search ends."""
+    from sim.experiments.executors import close_executor, make_executor
+    from sim.experiments.sweep import discard_checkpoint
+
     if args.force:
         discard_checkpoint(out / "checkpoint")
     executor = make_executor(args.executor, args.workers, args.ray_address)
-    runner = Evaluator(scenario, scenario.run.replications, scenario.run.seed, executor,
-                       out / "checkpoint", not args.no_progress, args.window_s, spare=args.spare)
     try:
-        result = plan(scenario, space, runner, args.search, args.trials)
+        return search(executor)
     finally:
         close_executor(executor)
-    print_plan(result, scenario)
-    write_plan(result, scenario, out, force=args.force)
-    return 0
 
 
 def build_space(scenario, args, out):

@@ -43,12 +43,10 @@ def register(sub) -> None:
 
 
 def main(args) -> int:
-    import shutil
-
     import sim
+    from sim.cli.plan import prepared, searched
     from sim.errors import ScenarioError, bad_value
-    from sim.experiments.executors import close_executor, make_executor
-    from sim.experiments.sweep import check_runs, discard_checkpoint
+    from sim.experiments.sweep import check_runs
     from sim.planner.candidates import gpu_candidates
     from sim.planner.offline import CAPACITY_TYPES, DEFAULT_BATCH_SIZES, plan_offline
     from sim.planner.offline_report import is_plan_folder, print_offline_plan, write_offline_plan
@@ -73,23 +71,11 @@ def main(args) -> int:
                "--capacity-types)")
     out = check_folder(args.out or f"plan-offline-{scenario.name}", force=args.force, replaceable=is_plan_folder,
                        inputs=files_given(args.scenario, scenario))
-    existed = out.exists()
     gpus = [g.strip().lower() for g in args.gpus.split(",")] if args.gpus else None
-    try:
-        candidates = gpu_candidates(scenario, gpus, not args.no_estimates, out / "profiles")
-    except BaseException:
-        if not existed:
-            shutil.rmtree(out, ignore_errors=True)
-        raise
-    if args.force:
-        discard_checkpoint(out / "checkpoint")
-    executor = make_executor(args.executor, args.workers, args.ray_address)
-    try:
-        result = plan_offline(scenario, candidates, sorted(set(batch)), kinds, replications=scenario.run.replications,
-                              seed=scenario.run.seed, executor=executor, checkpoint_dir=out / "checkpoint",
-                              progress=not args.no_progress)
-    finally:
-        close_executor(executor)
+    candidates = prepared(out, lambda: gpu_candidates(scenario, gpus, not args.no_estimates, out / "profiles"))
+    result = searched(args, out, lambda executor: plan_offline(
+        scenario, candidates, sorted(set(batch)), kinds, replications=scenario.run.replications,
+        seed=scenario.run.seed, executor=executor, checkpoint_dir=out / "checkpoint", progress=not args.no_progress))
     print_offline_plan(result, scenario)
     write_offline_plan(result, scenario, out, force=args.force)
     return 0

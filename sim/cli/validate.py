@@ -71,24 +71,29 @@ def main(args) -> int:
             raise CapsimError(f"{llm_runs[0].path} is an LLM run and {next(r for r in runs if r not in llm_runs).path} "
                               "is not; validate them separately")
         from sim.cli import validate_llm
+        from sim.validation import llm as suite
 
-        return validate_llm.main(args, runs, given, out)
+        profiles, judged, steps = validate_llm.profiles, "TTFT and TPOT ", "iteration"
+        p50, p99 = suite.TOLERANCES["ttft_p50_s"], suite.TOLERANCES["ttft_p99_s"]
+    else:
+        suite, profiles, judged, steps = v, _profiles, "", "batch"
+        p50, p99 = v.TOLERANCES["latency_p50_s"], v.TOLERANCES["latency_p99_s"]
     console = Console()
     with writing_folder(out, force=args.force) as work:  # profiles, traces and plots are written as it goes
-        records = [v.validate_run(run, profile, work, args.replications, args.seed, plot=not args.no_plot)
-                   for run, profile in zip(runs, _profiles(args, runs, given, work))]
-        console.print(v.error_table(records, console.width))
-        v.write_report(records, work)
+        records = [suite.validate_run(run, profile, work, args.replications, args.seed, plot=not args.no_plot)
+                   for run, profile in zip(runs, profiles(args, runs, given, work))]
+        console.print(suite.error_table(records, console.width))
+        suite.write_report(records, work)
     report = out / "validation.json"
-    summary = v.overall(records)
-    console.print(f"runs within tolerance (p50 ±{v.TOLERANCES['latency_p50_s']:.0%}, p99 "
-                  f"±{v.TOLERANCES['latency_p99_s']:.0%}, load ≤ {v.MAX_LOAD:.0%}): "
+    summary = suite.overall(records)
+    console.print(f"runs within tolerance ({judged}p50 ±{p50:.0%}, p99 ±{p99:.0%}, load ≤ {v.MAX_LOAD:.0%}): "
                   f"{summary['runs_within_tolerance']} of {summary['runs_judged']}")
     if summary["runs_disturbed"]:
         console.print(f"[yellow]{summary['runs_disturbed']} run(s) disturbed by the machine[/] (late load "
-                      "generator or late batch starts; see `disturbed` in validation.json): their errors measure "
+                      f"generator or late {steps} starts; see `disturbed` in validation.json): their errors measure "
                       "the machine, not the simulator; rerun on a quiet machine")
-    unlike = sorted({(r["server_wait"], r["profile_wait"]) for r in records if r["server_wait"] != r["profile_wait"]})
+    unlike = sorted({(r["server_wait"], r["profile_wait"]) for r in records  # LLM runs record no waiting
+                     if "server_wait" in r and r["server_wait"] != r["profile_wait"]})
     for server, measured in unlike:
         console.print(f"[yellow]runs of a server that waits as {server!r} were simulated with a profile measured "
                       f"under {measured!r}[/] (server.wait): its idle response is not the server's; calibrate with "

@@ -1,4 +1,5 @@
-"""``capsim validate`` of ``capsim bench-serve --llm`` runs (the work: sim/validation/llm.py).
+"""The profiles ``capsim validate`` replays ``capsim bench-serve --llm`` runs with (the work: sim/validation/llm.py;
+the report: sim/cli/validate.py).
 
 The same flags as for request-level runs: ``--profile FILE`` (an LLM iteration profile), ``--calibrate``
 (``capsim calibrate --mode llm`` in a child process, the runs' model, threads and seed) or
@@ -14,31 +15,8 @@ from pathlib import Path
 from sim.errors import CapsimError
 
 
-def main(args, runs: list, given: Path | None, out: Path) -> int:
-    from rich.console import Console
-
-    from sim.results.files import writing_folder
-    from sim.validation import llm as v
-
-    console = Console()
-    with writing_folder(out, force=args.force) as work:
-        records = [v.validate_run(run, profile, work, args.replications, args.seed, plot=not args.no_plot)
-                   for run, profile in zip(runs, _profiles(args, runs, given, work))]
-        console.print(v.error_table(records, console.width))
-        v.write_report(records, work)
-    summary = v.overall(records)
-    console.print(f"runs within tolerance (TTFT and TPOT p50 ±{v.TOLERANCES['ttft_p50_s']:.0%}, p99 "
-                  f"±{v.TOLERANCES['ttft_p99_s']:.0%}, load ≤ {v.MAX_LOAD:.0%}): "
-                  f"{summary['runs_within_tolerance']} of {summary['runs_judged']}")
-    if summary["runs_disturbed"]:
-        console.print(f"[yellow]{summary['runs_disturbed']} run(s) disturbed by the machine[/] (late load generator "
-                      "or late iteration starts; see `disturbed` in validation.json): their errors measure the "
-                      "machine, not the simulator")
-    console.print(f"wrote {out / 'validation.json'}")
-    return 0
-
-
-def _profiles(args, runs, given: Path | None, work: Path):
+def profiles(args, runs, given: Path | None, work: Path):
+    """The iteration profile to replay each run with, made in ``work`` as it is needed."""
     from sim.validation import llm as v
 
     calibrated: dict[tuple, Path] = {}

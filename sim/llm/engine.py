@@ -25,14 +25,13 @@ sequences (the HPA metrics ``kv_cache_utilization`` and ``running_sequences`` re
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 import simpy
 
 from sim.llm.scheduler import Scheduler, Sequences
-from sim.serving.engine import Replica, ScalerHooks, initial_replicas
+from sim.serving.engine import FleetContract, Replica, initial_replicas
 
 SERIES = ("time_s", "queue_len", "in_service", "busy_replicas", "ready_replicas", "loading_replicas",
           "desired_replicas", "billed_replicas", "held", "running_sequences", "waiting_sequences", "kv_utilization")
@@ -66,7 +65,7 @@ class LlmRecords:
     end_s: float
 
 
-class LlmEngine:
+class LlmEngine(FleetContract):
     """Runs one replication of an llm scenario over given arrivals and token counts."""
 
     def __init__(self, scenario, arrival_s: np.ndarray, seqs: Sequences, step_time, router, *, kv_blocks: int,
@@ -86,48 +85,16 @@ class LlmEngine:
         self._halt = self.env.event()
         self._halt.callbacks.append(simpy.core.StopSimulation.callback)
         self.sample_interval_s = sample_interval_s
-        self._replicas = [LlmReplica(k, Scheduler(seqs, **self._knobs)) for k in range(initial_replicas(scenario))]
-        self._ready = list(self._replicas)
-        self._held: list[int] = []
-        self._scaler: ScalerHooks | None = None
-        self._when_idle: dict[int, Callable[[Replica], None]] = {}
-        self._latency_log: list[tuple[float, float]] | None = None
+        self._start_fleet([LlmReplica(k, Scheduler(seqs, **self._knobs)) for k in range(initial_replicas(scenario))])
         self.finished = 0
         self._replica_of = [-1] * self.n
         self._log: dict[str, list] = {k: [] for k in ITERATION_FIELDS}
         self._series: dict[str, list[float]] = {k: [] for k in SERIES}
 
     # ------------------------------------------------------------ the contract with the fleet and scaler
-    def replicas(self) -> tuple[LlmReplica, ...]:
-        """Every replica so far, starting, ready, draining or gone (read-only view)."""
-        return tuple(self._replicas)
-
-    def ready_count(self) -> int:
-        """Replicas taking traffic."""
-        return len(self._ready)
-
-    def add_replica(self, created_s: float) -> LlmReplica:
-        """Register a new replica (an empty KV cache), starting at ``created_s``; no traffic until :meth:`mark_ready`."""
-        rep = LlmReplica(len(self._replicas), Scheduler(self.seqs, **self._knobs), created_s=created_s,
-                         ready_s=math.inf)
-        self._replicas.append(rep)
-        return rep
-
-    def mark_ready(self, rep: LlmReplica) -> None:
-        """Start routing to ``rep`` and route the requests held at the activator, oldest first."""
-        rep.last_change = self.env.now
-        self._ready.append(rep)
-        held, self._held = self._held, []
-        for i in held:
-            self._route(i)
-
-    def stop_routing(self, rep: LlmReplica, when_idle: Callable[[Replica], None]) -> None:
-        """No new requests for ``rep``; ``when_idle(rep)`` once its waiting and running sequences are done."""
-        self._ready.remove(rep)
-        if rep.outstanding == 0:
-            when_idle(rep)
-        else:
-            self._when_idle[rep.index] = when_idle
+    def _new_replica(self, index: int, created_s: float) -> LlmReplica:
+        """A new replica with an empty KV cache."""
+        return LlmReplica(index, Scheduler(self.seqs, **self._knobs), created_s=created_s, ready_s=math.inf)
 
     def snapshot(self) -> tuple[dict[int, tuple], int]:
         """Per ready or draining replica ``(busy seconds, routed, outstanding, waiting, KV share used,
@@ -137,16 +104,6 @@ class LlmEngine:
                          r.sched.used_blocks / r.sched.total_blocks, len(r.sched.running))
                for r in self._replicas if r.gone_s is None and r.state in ("ready", "draining")}
         return per, len(self._held)
-
-    def latency_log(self) -> list[tuple[float, float]]:
-        """The (end_s, latency_s) of every served request from now on, in completion order."""
-        if self._latency_log is None:
-            self._latency_log = []
-        return self._latency_log
-
-    def attach_scaler(self, scaler: ScalerHooks) -> None:
-        """Let ``scaler`` run beside the arrivals; before :meth:`run`."""
-        self._scaler = scaler
 
     # ------------------------------------------------------------ processes
     def run(self) -> LlmRecords:

@@ -23,7 +23,6 @@ the same function for the command that measured and for the simulator that reads
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,9 +31,12 @@ import numpy as np
 from scipy.optimize import nnls
 
 from sim.errors import ProfileError
-from sim.profiles.checks import Checker, check_sections
-from sim.profiles.profile import SCHEMA_V3, SCHEMAS, _read_bounded, dumps
+from sim.profiles.checks import Checker
+from sim.profiles.profile import SCHEMA_V3, dumps, read_section_profile, section_envelope
 from sim.results.files import write_text
+
+KIND = "an LLM iteration profile"
+HINT = "capsim calibrate --mode llm"  # the command that writes an LLM iteration profile
 
 SCHEMA = SCHEMA_V3  # the version whose files may hold an llm section instead of batches
 TERMS = ("prefill_tokens", "decode_tokens", "kv_tokens_read", "attention_pairs", "output_tokens")
@@ -198,28 +200,14 @@ class IterationProfile:
 
 
 def load_iteration_profile(path: str | Path) -> IterationProfile:
-    path = Path(path)
-    if not path.is_file():
-        raise ProfileError(f"{path}: no such profile file (an LLM iteration profile: capsim calibrate --mode llm)")
-    try:
-        doc = json.loads(_read_bounded(path).decode("utf-8"))
-    except (ValueError, RecursionError) as exc:
-        raise ProfileError(f"{path}: not valid JSON ({' '.join(str(exc).split())[:120]})") from None
+    doc, _ = read_section_profile(path, "llm", KIND, HINT)
     return iteration_profile_from_dict(doc, path)
 
 
 def iteration_profile_from_dict(doc: object, path: str | Path = "<profile>") -> IterationProfile:
     """Validate a document's envelope and its ``llm`` section (every other section as the reader does)."""
     path = Path(path)
-    if not isinstance(doc, dict):
-        raise ProfileError(f"{path}: the top level is {type(doc).__name__}; a JSON object is needed")
-    check = Checker(path)
-    if doc.get("schema") not in SCHEMAS:
-        check.fail("schema", doc.get("schema"), f"must be one of {', '.join(map(repr, SCHEMAS))}")
-    if not isinstance(doc.get("llm"), dict):
-        check.fail("llm", doc.get("llm"), "an LLM iteration profile has an llm section (capsim calibrate --mode llm "
-                                          "writes it)")
-    check_sections(doc, check)
+    check = section_envelope(doc, path, "llm", KIND, HINT)
     env, model, llm = doc["environment"], doc["model"], doc["llm"]
     entries = llm["iterations"]
     terms = np.array([[int(e.get(k) or 0) for k in TERMS[:4]] for e in entries], dtype=float)

@@ -107,12 +107,40 @@ def load_profile(path: str | Path) -> Profile:
 
 def profile_from_bytes(data: bytes, path: str | Path = "<profile>") -> Profile:
     """Parse and validate a profile file's content (an upload, say); ``path`` names it in errors."""
+    return profile_from_dict(parsed_document(data, path), path)
+
+
+def parsed_document(data: bytes, path: str | Path) -> object:
+    """A profile file's JSON, or one :class:`ProfileError` line naming ``path``."""
     try:
-        doc = json.loads(data.decode("utf-8"))
+        return json.loads(data.decode("utf-8"))
     except (ValueError, RecursionError) as exc:  # bad JSON or UTF-8, an integer of 4300+ digits, deep nesting
         detail = " ".join(str(exc).split())[:120] or type(exc).__name__
         raise ProfileError(f"{path}: not valid JSON ({detail})") from None
-    return profile_from_dict(doc, path)
+
+
+def read_section_profile(path: str | Path, section: str, kind: str, hint: str) -> tuple[dict, Checker]:
+    """The document of an LLM or training profile file (one with an ``llm`` or ``training`` section),
+    its envelope and every other section checked, and the :class:`Checker` to check ``section`` with.
+    ``kind`` names such a profile in errors, ``hint`` the command that writes one."""
+    path = Path(path)
+    if not path.is_file():
+        raise ProfileError(f"{path}: no such profile file ({kind}: {hint} writes one)")
+    doc = parsed_document(_read_bounded(path), path)
+    return doc, section_envelope(doc, path, section, kind, hint)
+
+
+def section_envelope(doc: object, path: str | Path, section: str, kind: str, hint: str) -> Checker:
+    """Check a parsed document's top level, schema and other sections, and that it has ``section``."""
+    if not isinstance(doc, dict):
+        raise ProfileError(f"{path}: the top level is {type(doc).__name__}; a JSON object is needed")
+    check = Checker(Path(path))
+    if doc.get("schema") not in SCHEMAS:
+        check.fail("schema", doc.get("schema"), f"must be one of {', '.join(map(repr, SCHEMAS))}")
+    if not isinstance(doc.get(section), dict):
+        check.fail(section, doc.get(section), f"{kind} needs its {section} section ({hint} writes it)")
+    check_sections(doc, check)
+    return check
 
 
 def _read_bounded(path: Path) -> bytes:

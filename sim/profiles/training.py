@@ -9,17 +9,18 @@ GPUs). The reader fits the ring model's latency and bus bandwidth to the all-red
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from sim.errors import ProfileError
-from sim.profiles.checks import Checker, check_sections
-from sim.profiles.profile import SCHEMAS, _read_bounded, dumps
+from sim.profiles.profile import dumps, read_section_profile, section_envelope
 from sim.results.files import write_text
 from sim.theory.collectives import fit_alpha_beta
+
+KIND = "a training profile"
+HINT = "capsim calibrate --mode train"  # the command that writes a training profile
 
 
 @dataclass(frozen=True)
@@ -87,28 +88,14 @@ class TrainingProfile:
 
 
 def load_training_profile(path: str | Path) -> TrainingProfile:
-    path = Path(path)
-    if not path.is_file():
-        raise ProfileError(f"{path}: no such profile file")
-    try:
-        doc = json.loads(_read_bounded(path).decode("utf-8"))
-    except (ValueError, RecursionError) as exc:
-        raise ProfileError(f"{path}: not valid JSON ({' '.join(str(exc).split())[:120]})") from None
+    doc, _ = read_section_profile(path, "training", KIND, HINT)
     return training_profile_from_dict(doc, path)
 
 
 def training_profile_from_dict(doc: object, path: str | Path = "<profile>") -> TrainingProfile:
     """Validate a document's envelope and its ``training`` section (every other section as the reader does)."""
     path = Path(path)
-    if not isinstance(doc, dict):
-        raise ProfileError(f"{path}: the top level is {type(doc).__name__}; a JSON object is needed")
-    check = Checker(path)
-    if doc.get("schema") not in SCHEMAS:
-        check.fail("schema", doc.get("schema"), f"must be one of {', '.join(map(repr, SCHEMAS))}")
-    if not isinstance(doc.get("training"), dict):
-        check.fail("training", doc.get("training"), "a training profile has a training section (capsim calibrate "
-                                                    "--mode train writes it)")
-    check_sections(doc, check)
+    check = section_envelope(doc, path, "training", KIND, HINT)
     env, model, training = doc["environment"], doc["model"], doc["training"]
     steps = sorted(training["steps"], key=lambda e: e["micro_batch"])
     fb = {int(e["micro_batch"]): check.samples(e["forward_backward_s"], "forward_backward_s", needed=True)

@@ -120,51 +120,29 @@ def initial_replicas(scenario) -> int:
     return max(spec.min_replicas, 1) if spec.type != "hpa" else spec.min_replicas
 
 
-class Engine:
-    """Runs one replication of a scenario over given arrival times and random streams."""
+class FleetContract:
+    """The contract both engines (this one and ``sim.llm.engine``) keep with the fleet lifecycle, the
+    monitor and the scalers: the replicas, which take traffic, and the drain. An engine sets the fields
+    in :meth:`_start_fleet`, makes its own replicas in :meth:`_new_replica`, routes in ``_route`` and
+    counts a replica's work in ``outstanding``."""
 
-    def __init__(self, scenario, arrival_s: np.ndarray, service, router, *, sample_interval_s: float,
-                 horizon_s: float, stop_s: float = math.inf) -> None:
-        self.env = simpy.Environment()
-        self.arrival_s = arrival_s
-        self._at = arrival_s.tolist()
-        self.n = len(self._at)
-        self.policy = BatchPolicy.from_scenario(scenario.batching)
-        self.service = service
-        self.router = router
-        self.warm = getattr(scenario.service, "warmed_up", True)
-        self.horizon_s = horizon_s
-        self.stop_s = max(stop_s, horizon_s)
-        self._halt = self.env.event()  # succeeds when the drain limit stops the run
-        self._halt.callbacks.append(simpy.core.StopSimulation.callback)
-        self.sample_interval_s = sample_interval_s
-        self.instances = instances = scenario.fleet.instances_per_replica
-        self._replicas = [Replica(k, instances) for k in range(initial_replicas(scenario))]
-        self._ready = list(self._replicas)  # replicas taking traffic, in the router's order
+    env: simpy.Environment
+
+    def _start_fleet(self, replicas: list) -> None:
+        self._replicas = replicas
+        self._ready = list(replicas)  # replicas taking traffic, in the router's order
         self._held: list[int] = []  # requests waiting at the activator while no replica is ready
         self._scaler: ScalerHooks | None = None
         self._when_idle: dict[int, Callable[[Replica], None]] = {}  # draining replica -> its callback
         self._latency_log: list[tuple[float, float]] | None = None  # (end_s, latency_s), when a metric reads it
-        self._front = None  # where arrivals go first (sim.architectures), None: straight to the router
-        self._done = self._on_done  # what a batch's completion event calls (on_batch_done adds a listener)
         self._ready_listeners: list[Callable[[Replica], None]] = []
-        self.finished = 0
-        self._batch_of = [-1] * self.n
-        self._outcome = [SERVED] * self.n
-        self._drop_s: dict[int, float] = {}
-        self._drop_rep: dict[int, int] = {}  # replica a rejected / timed-out request was routed to
-        self._expiry_bound = math.inf  # <= the earliest start deadline of any queued request
-        self._b_rep: list[int] = []
-        self._b_start: list[float] = []
-        self._b_end: list[float] = []
-        self._b_size: list[int] = []
-        self._b_first: list[bool] = []
-        self._series: dict[str, list[float]] = {k: [] for k in
-                                                 ("time_s", "queue_len", "in_service", "busy_replicas",
-                                                  "ready_replicas", "loading_replicas", "desired_replicas",
-                                                  "billed_replicas", "held")}
 
-    # ------------------------------------------------------------ the contract with the fleet and scaler
+    def _new_replica(self, index: int, created_s: float) -> Replica:
+        raise NotImplementedError
+
+    def _route(self, i: int) -> None:
+        raise NotImplementedError
+
     def replicas(self) -> tuple[Replica, ...]:
         """Every replica so far, starting, ready, draining or gone (read-only view)."""
         return tuple(self._replicas)
@@ -175,7 +153,7 @@ class Engine:
 
     def add_replica(self, created_s: float) -> Replica:
         """Register a new replica, starting at ``created_s``; it takes no traffic until :meth:`mark_ready`."""
-        rep = Replica(len(self._replicas), self.instances, created_s=created_s, ready_s=math.inf)
+        rep = self._new_replica(len(self._replicas), created_s)
         self._replicas.append(rep)
         return rep
 
@@ -198,15 +176,6 @@ class Engine:
         else:
             self._when_idle[rep.index] = when_idle
 
-    def snapshot(self) -> tuple[dict[int, tuple[float, int, int, int]], int]:
-        """Per ready or draining replica ``(busy instance-seconds, routed, outstanding, queued)``
-        cumulative to now, and the requests held at the activator; expired requests settled first."""
-        self.expire()
-        now = self.env.now
-        per = {r.index: (r.busy_instance_s(now), r.arrived, r.outstanding, len(r.queue))
-               for r in self._replicas if r.gone_s is None and r.state in ("ready", "draining")}
-        return per, len(self._held)
-
     def latency_log(self) -> list[tuple[float, float]]:
         """The (end_s, latency_s) of every served request from now on, in completion order."""
         if self._latency_log is None:
@@ -216,6 +185,58 @@ class Engine:
     def attach_scaler(self, scaler: ScalerHooks) -> None:
         """Let ``scaler`` run beside the arrivals (see :class:`ScalerHooks`); before :meth:`run`."""
         self._scaler = scaler
+
+
+class Engine(FleetContract):
+    """Runs one replication of a scenario over given arrival times and random streams."""
+
+    def __init__(self, scenario, arrival_s: np.ndarray, service, router, *, sample_interval_s: float,
+                 horizon_s: float, stop_s: float = math.inf) -> None:
+        self.env = simpy.Environment()
+        self.arrival_s = arrival_s
+        self._at = arrival_s.tolist()
+        self.n = len(self._at)
+        self.policy = BatchPolicy.from_scenario(scenario.batching)
+        self.service = service
+        self.router = router
+        self.warm = getattr(scenario.service, "warmed_up", True)
+        self.horizon_s = horizon_s
+        self.stop_s = max(stop_s, horizon_s)
+        self._halt = self.env.event()  # succeeds when the drain limit stops the run
+        self._halt.callbacks.append(simpy.core.StopSimulation.callback)
+        self.sample_interval_s = sample_interval_s
+        self.instances = instances = scenario.fleet.instances_per_replica
+        self._start_fleet([Replica(k, instances) for k in range(initial_replicas(scenario))])
+        self._front = None  # where arrivals go first (sim.architectures), None: straight to the router
+        self._done = self._on_done  # what a batch's completion event calls (on_batch_done adds a listener)
+        self.finished = 0
+        self._batch_of = [-1] * self.n
+        self._outcome = [SERVED] * self.n
+        self._drop_s: dict[int, float] = {}
+        self._drop_rep: dict[int, int] = {}  # replica a rejected / timed-out request was routed to
+        self._expiry_bound = math.inf  # <= the earliest start deadline of any queued request
+        self._b_rep: list[int] = []
+        self._b_start: list[float] = []
+        self._b_end: list[float] = []
+        self._b_size: list[int] = []
+        self._b_first: list[bool] = []
+        self._series: dict[str, list[float]] = {k: [] for k in
+                                                 ("time_s", "queue_len", "in_service", "busy_replicas",
+                                                  "ready_replicas", "loading_replicas", "desired_replicas",
+                                                  "billed_replicas", "held")}
+
+    # ------------------------------------------------------------ the contract with the fleet and scaler
+    def _new_replica(self, index: int, created_s: float) -> Replica:
+        return Replica(index, self.instances, created_s=created_s, ready_s=math.inf)
+
+    def snapshot(self) -> tuple[dict[int, tuple[float, int, int, int]], int]:
+        """Per ready or draining replica ``(busy instance-seconds, routed, outstanding, queued)``
+        cumulative to now, and the requests held at the activator; expired requests settled first."""
+        self.expire()
+        now = self.env.now
+        per = {r.index: (r.busy_instance_s(now), r.arrived, r.outstanding, len(r.queue))
+               for r in self._replicas if r.gone_s is None and r.state in ("ready", "draining")}
+        return per, len(self._held)
 
     # ------------------------------------------------------------ the contract with the architectures
     def attach_front(self, front) -> None:

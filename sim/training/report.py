@@ -83,20 +83,31 @@ def print_job(job: JobEstimate, setup: Setup, console) -> None:
 
 
 def print_scaling(table: pd.DataFrame, console) -> None:
+    """One row per GPU count, 80 columns wide: the layout's fixed part (TP, PP, ZeRO) is in the title; each
+    row has its nodes, micro-batch × accumulation, memory, step, time, scaling efficiency and cost."""
     from rich.table import Table
 
-    t = Table(title="scaling: the same layout over more GPUs (global batch fixed)", header_style="bold")
-    for col in ("GPUs", "nodes", "layout", "GB/GPU", "step s", "time", "efficiency", "cost"):
-        t.add_column(col, justify="left" if col == "layout" else "right", no_wrap=True)
+    first = table.iloc[0]
+    fixed = [f"{k} {int(first[c])}" for k, c in (("TP", "tensor"), ("PP", "pipeline")) if first[c] > 1]
+    fixed += [f"ZeRO-{int(first['zero'])}" if first["zero"] else "DDP"]
+    fixed += ["activation checkpointing"] if first["activation_checkpointing"] else []
+    t = Table(title=f"scaling: {' · '.join(fixed)} over more GPUs (global batch fixed)", header_style="bold")
+    for col in ("GPUs", "nodes", "mb×acc", "GB/GPU", "step s", "time", "eff.", "cost"):
+        t.add_column(col, justify="right", no_wrap=True)
+    refused = False
     for _, r in table.iterrows():
+        mb = f"{int(r['micro_batch'])}×{int(r['accumulation'])}"
         if not r["fits"]:
-            t.add_row(str(r["gpus"]), "", r["layout"], "[red]does not fit[/]" if "does not fit" in str(r["problem"])
-                      else "[red]cannot run[/]", "", "", "", "")
+            refused = True
+            t.add_row(str(r["gpus"]), "", mb, "[red]too big[/]" if "does not fit" in str(r["problem"])
+                      else "[red]n/a[/]", "", "", "", "")
             continue
-        t.add_row(str(r["gpus"]), f"{r['nodes']:.0f}", r["layout"], f"{r['memory_gb']:,.1f}", f"{r['step_s']:.4g}",
-                  hours(r["time_h"] * 3600), f"{r['scaling_efficiency']:.0%}",
-                  usd(r["cost_usd"]))
+        t.add_row(str(r["gpus"]), f"{r['nodes']:.0f}", mb, f"{r['memory_gb']:,.1f}", f"{r['step_s']:.4g}",
+                  hours(r["time_h"] * 3600), f"{r['scaling_efficiency']:.0%}", usd(r["cost_usd"]))
     console.print(t)
+    if refused:
+        console.print("too big: does not fit the GPU's memory at that count; n/a: the numbers do not divide "
+                      "(scaling.parquet's problem column says why)")
 
 
 def print_search(result: PlanResult, console) -> None:

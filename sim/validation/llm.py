@@ -24,7 +24,18 @@ from sim.llm.capacity import replica_capacity_rps
 from sim.profiles.llm import TERMS, load_iteration_profile, profile_from_llm_runs, write_iteration_profile
 from sim.results.files import write_text
 from sim.scenario.load import scenario_from_dict
-from sim.validation.validate import DISTURBED_LAG_S, MAX_LOAD, BenchRun, _relative, _rounded, qq_plot
+from sim.validation.validate import (
+    MAX_LOAD,
+    BenchRun,
+    _relative,
+    _rounded,
+    disturbance,
+    qq_plot,
+    within_tolerance,
+)
+from sim.validation.validate import (
+    overall as overall_of,
+)
 
 METRICS = ("ttft_mean_s", "ttft_p50_s", "ttft_p90_s", "ttft_p99_s", "tpot_mean_s", "tpot_p50_s", "tpot_p90_s",
            "tpot_p99_s", "e2e_p50_s", "e2e_p99_s", "throughput_rps", "output_tokens_per_s", "mean_decode_batch")
@@ -199,7 +210,7 @@ def validate_run(run: BenchRun, profile_path: Path, out_dir: Path, replications:
         "iteration_late_p99_s": (s.get("server") or {}).get("iteration_late_p99_s"),
         "machine": s.get("machine", {}),
         "real": real_fig, "sim": sim_fig, "error": errors, "sim_replications": per_replication,
-        "within_tolerance": within_tolerance(errors, load), "disturbed": disturbance(s),
+        "within_tolerance": within_tolerance(errors, load, TOLERANCES), "disturbed": disturbance(s, "iterations", "iteration_late_p99_s"),
     }
     if plot:
         served_sim = result.requests[result.requests["outcome"] == "served"]
@@ -214,37 +225,9 @@ def validate_run(run: BenchRun, profile_path: Path, out_dir: Path, replications:
     return record
 
 
-def disturbance(settings: dict) -> list[str]:
-    """Why a run's timing cannot be trusted (empty when it can): late releases or late iteration starts."""
-    reasons = []
-    lag = (settings.get("loadgen") or {}).get("lag_p99_s")
-    late = (settings.get("server") or {}).get("iteration_late_p99_s")
-    if lag is not None and lag > DISTURBED_LAG_S:
-        reasons.append(f"load generator released 1% of requests more than {lag * 1e3:.1f} ms late")
-    if late is not None and late > DISTURBED_LAG_S:
-        reasons.append(f"1% of iterations started more than {late * 1e3:.1f} ms after they were due")
-    return reasons
-
-
-def within_tolerance(errors: dict[str, float], load: float) -> bool | None:
-    """True/False against TOLERANCES for runs at load <= MAX_LOAD; None (not judged) above it."""
-    if not load <= MAX_LOAD:
-        return None
-    return all(abs(errors[k]) <= tol for k, tol in TOLERANCES.items())
-
-
 def overall(records: list[dict]) -> dict:
-    out: dict = {}
-    for key in (*METRICS, "busy_share"):
-        errs = [(abs(r["error"][key]), r["run"]) for r in records if math.isfinite(r["error"][key])]
-        if errs:
-            worst = max(errs)
-            out[key] = {"mean_abs": float(np.mean([e for e, _ in errs])), "max_abs": worst[0], "worst_run": worst[1]}
-    judged = [r["within_tolerance"] for r in records if r["within_tolerance"] is not None]
-    out["runs_judged"] = len(judged)
-    out["runs_within_tolerance"] = int(sum(judged))
-    out["runs_disturbed"] = sum(1 for r in records if r.get("disturbed"))
-    return out
+    """Per LLM metric over runs: mean and largest absolute relative error, which run had it, the counts."""
+    return overall_of(records, METRICS)
 
 
 # ---------------------------------------------------------------- output

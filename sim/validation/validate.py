@@ -270,29 +270,30 @@ def _relative(path: Path, folder: Path) -> str:
     return path.name if path.parent.resolve() == Path(folder).resolve() else str(path)
 
 
-def disturbance(settings: dict) -> list[str]:
-    """Why a run's timing cannot be trusted (empty when it can): late releases or late batch starts."""
+def disturbance(settings: dict, steps: str = "batches", late_key: str = "batch_late_p99_s") -> list[str]:
+    """Why a run's timing cannot be trusted (empty when it can): late releases or late starts of its
+    ``steps`` (batches; an LLM server's iterations), whose p99 lateness the server keeps as ``late_key``."""
     reasons = []
     lag = (settings.get("loadgen") or {}).get("lag_p99_s")
-    late = (settings.get("server") or {}).get("batch_late_p99_s")
+    late = (settings.get("server") or {}).get(late_key)
     if lag is not None and lag > DISTURBED_LAG_S:
         reasons.append(f"load generator released 1% of requests more than {lag * 1e3:.1f} ms late")
     if late is not None and late > DISTURBED_LAG_S:
-        reasons.append(f"1% of batches started more than {late * 1e3:.1f} ms after they were due")
+        reasons.append(f"1% of {steps} started more than {late * 1e3:.1f} ms after they were due")
     return reasons
 
 
-def within_tolerance(errors: dict[str, float], load: float) -> bool | None:
-    """True/False against TOLERANCES for runs at load <= MAX_LOAD; None (not judged) above it."""
+def within_tolerance(errors: dict[str, float], load: float, tolerances: dict[str, float] = TOLERANCES) -> bool | None:
+    """True/False against ``tolerances`` for runs at load <= MAX_LOAD; None (not judged) above it."""
     if not load <= MAX_LOAD:
         return None
-    return all(abs(errors[k]) <= tol for k, tol in TOLERANCES.items())
+    return all(abs(errors[k]) <= tol for k, tol in tolerances.items())
 
 
-def overall(records: list[dict]) -> dict:
+def overall(records: list[dict], metrics: tuple[str, ...] = METRICS) -> dict:
     """Per metric over runs: mean absolute, largest absolute relative error, and which run had it."""
     out: dict = {}
-    for key in (*METRICS, "busy_share"):
+    for key in (*metrics, "busy_share"):
         errs = [(abs(r["error"][key]), r["run"]) for r in records if math.isfinite(r["error"][key])]
         if errs:
             worst = max(errs)
