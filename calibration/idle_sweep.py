@@ -26,6 +26,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -39,12 +40,14 @@ BACK_TO_BACK_S = 50e-6  # below this a served gap is back to back (sim.profiles.
 
 @dataclass
 class IdleSweep:
-    """Per batch after a gap: its nominal and measured gap, size, ratio to back to back, and wake-up."""
+    """Per unit of work after a gap: its nominal and measured gap, its key (a batch size, an iteration's
+    composition), its ratio to back to back, and the wake-up. ``unit`` names the work in the method."""
 
     wait: str
+    unit: str = "batch"
     nominal_s: list[float] = field(default_factory=list)
     gap_s: list[float] = field(default_factory=list)
-    size: list[int] = field(default_factory=list)
+    size: list = field(default_factory=list)
     ratio: list[float] = field(default_factory=list)
     wake_s: list[float] = field(default_factory=list)
 
@@ -54,14 +57,16 @@ class IdleSweep:
             return None
         nominal, gaps, ratio = (np.asarray(x, float) for x in (self.nominal_s, self.gap_s, self.ratio))
         levels = sorted(set(self.nominal_s))
+        units = self.unit + ("es" if self.unit.endswith("ch") else "s")
         return {"gaps_s": [float(np.median(gaps[nominal == g])) for g in levels],
                 "ratio": [float(np.median(ratio[nominal == g])) for g in levels],
                 "counts": [int(np.sum(nominal == g)) for g in levels],
                 "back_to_back_s": BACK_TO_BACK_S,
                 "back_to_back_count": BACK_TO_BACK * len(self.ratio),
-                "method": f"capsim calibrate idle sweep, server wait {self.wait!r}: per gap the median over sizes "
-                          f"{sorted(set(self.size))} and rounds of a batch's latency after waiting that long for a "
-                          f"request / the median of the {BACK_TO_BACK} same-size batches back to back before it"}
+                "method": f"capsim calibrate idle sweep, server wait {self.wait!r}: per gap the median over "
+                          f"{units} {sorted(set(self.size))} and rounds of a {self.unit}'s latency after waiting "
+                          f"that long for a request / the median of the {BACK_TO_BACK} same {units} back to "
+                          "back before it"}
 
     def dispatch(self) -> dict | None:
         """The ``dispatch`` section: how long the waiting server took to run once a request was put."""
@@ -82,6 +87,17 @@ def swept_sizes(sizes: tuple[int, ...]) -> list[int]:
 def run_idle_sweep(h: Harness, sizes: tuple[int, ...], rounds: int, wait: str, seed: int = 0,
                    step: Callable[[], None] = lambda: None) -> IdleSweep:
     """The sweep over ``swept_sizes(sizes)`` and ``GAPS_S``, ``rounds`` times; ``step`` after each batch."""
+    return sweep_work(lambda b: h.requests(b), lambda reqs: h.through_loop(reqs).latency_s, swept_sizes(sizes),
+                      rounds, wait, seed, step)
+
+
+def sweep_work(make: Callable[[Any], Any], run: Callable[[Any], float], keys: list, rounds: int, wait: str,
+               seed: int = 0, step: Callable[[], None] = lambda: None, unit: str = "batch",
+               gaps_s: tuple[float, ...] = GAPS_S) -> IdleSweep:
+    """The sweep of any served unit of work: for each of ``keys`` (a batch size; an LLM iteration's
+    composition index) ``make(key)`` builds one unit's input outside the timing and ``run(input)`` serves it
+    and returns its latency; ``IdleSweep.size`` records the keys. ``rounds`` times over ``keys`` and
+    ``gaps_s``; ``step`` after each unit."""
     clock = Clock(time.perf_counter())
     inbox = Inbox(wait, clock)
     deliveries: queue.SimpleQueue = queue.SimpleQueue()
@@ -96,35 +112,35 @@ def run_idle_sweep(h: Harness, sizes: tuple[int, ...], rounds: int, wait: str, s
     feeder = threading.Thread(target=feed, name="capsim-idle-feeder", daemon=True)
     feeder.start()
     rng = np.random.default_rng(seed)
-    out = IdleSweep(wait)
+    out = IdleSweep(wait, unit)
     try:
         for _ in range(rounds):
-            for b in swept_sizes(sizes):
-                for gap in rng.permutation(GAPS_S).tolist():
-                    _after_gap(h, b, gap, clock, inbox, deliveries, put_at, out, step)
+            for key in keys:
+                for gap in rng.permutation(gaps_s).tolist():
+                    _after_gap(make, run, key, gap, clock, inbox, deliveries, put_at, out, step)
     finally:
         deliveries.put(None)
         feeder.join()
     return out
 
 
-def _after_gap(h: Harness, b: int, gap: float, clock: Clock, inbox: Inbox, deliveries: queue.SimpleQueue,
-               put_at: list[float], out: IdleSweep, step: Callable[[], None]) -> None:
-    """Back-to-back batches, an idle wait of ``gap`` in the inbox, one batch: one entry of ``out``."""
-    requests = [h.requests(b) for _ in range(BACK_TO_BACK + 1)]  # made before, so never inside the gap
+def _after_gap(make: Callable[[Any], Any], run: Callable[[Any], float], key, gap: float, clock: Clock, inbox: Inbox,
+               deliveries: queue.SimpleQueue, put_at: list[float], out: IdleSweep, step: Callable[[], None]) -> None:
+    """Units back to back, an idle wait of ``gap`` in the inbox, one unit: one entry of ``out``."""
+    inputs = [make(key) for _ in range(BACK_TO_BACK + 1)]  # made before, so never inside the gap
     base = []
-    for reqs in requests[:-1]:
-        base.append(h.through_loop(reqs).latency_s)
+    for x in inputs[:-1]:
+        base.append(run(x))
         step()
     ended = clock.now()
     deliveries.put(ended + gap)
     inbox.wait(0)
     woke = clock.now()
     inbox.queue.popleft()
-    latency = h.through_loop(requests[-1]).latency_s
+    latency = run(inputs[-1])
     step()
     out.nominal_s.append(gap)
     out.gap_s.append(put_at[-1] - ended)
-    out.size.append(b)
+    out.size.append(key)
     out.ratio.append(latency / float(np.median(base)))
     out.wake_s.append(woke - put_at[-1])

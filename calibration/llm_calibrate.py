@@ -16,6 +16,12 @@ keeps those tables, and each composition's counts — P, D, the KV tokens attent
 query-key pairs it computes (A) and the tokens it samples (S), counted exactly as ``sim.llm.scheduler``
 counts them — and its samples; the simulator fits ``β0 + a·body(P + D) + b·head(S) + β2·D + β3·K +
 β4·A`` to them and draws the residuals (sim/profiles/llm.py).
+
+After the grid, the idle sweep (``calibration/idle_sweep.py``, as for batches): a whole prompt of the
+grid's smallest and a middle prompt size, timed right after the server waited 0.1 ms to 1 s for it in its
+inbox the way ``--wait`` says, over the same prompts back to back just before: the profile's
+``idle_response``, which the simulator applies to an iteration that starts on an idle replica (a
+served replica meets idleness with a new prompt, nothing else running).
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from calibration.idle_sweep import BACK_TO_BACK, GAPS_S, sweep_work
 from calibration.llm_runtime import DecoderRuntime, PagedKvCache, SeqWork, operator_rows
 from sim.llm.kv_cache import blocks_for
 from sim.profiles.llm import SCHEMA
@@ -34,6 +41,7 @@ from sim.profiles.llm import SCHEMA
 PREFILL_TOKENS = (0, 16, 64, 256)
 DECODE_SEQS = (0, 1, 4, 8, 16, 32)
 CONTEXT_TOKENS = (32, 128, 384)
+IDLE_GAPS_S = (*GAPS_S, 0.1, 0.3, 1.0)  # a replica serving a few requests a second waits 0.1-1 s between them
 
 
 @dataclass(frozen=True)
@@ -47,6 +55,8 @@ class LlmCalibrationRequest:
     block_size: int = 16
     threads: int | None = None
     seed: int = 0
+    idle_rounds: int = 6
+    wait: str = "block"
     progress: bool = True
     command: list[str] = field(default_factory=list)
 
@@ -122,6 +132,11 @@ def calibrate_llm(req: LlmCalibrationRequest) -> dict:
         for k in order:
             samples[k].append(_time(runtime, comps[k], rng, arch.vocab))
             bar.update()
+        swept = idle_compositions(comps) if req.idle_rounds else {}
+        bar.total += req.idle_rounds * len(swept) * len(IDLE_GAPS_S) * (BACK_TO_BACK + 1)
+        idle = sweep_work(lambda key: swept[key], lambda comp: _time(runtime, comp, rng, arch.vocab), list(swept),
+                          req.idle_rounds, req.wait, req.seed, bar.update, unit="iteration",
+                          gaps_s=IDLE_GAPS_S) if swept else None
     parameters = sum(p.numel() for p in model.parameters())
     iterations = [{**c.counts(), "step_s": [round_sig(s) for s in samples[k]]} for k, c in enumerate(comps)]
     return {
@@ -146,11 +161,22 @@ def calibrate_llm(req: LlmCalibrationRequest) -> dict:
             "method": "DecoderRuntime.step timed with time.perf_counter, the grid's compositions x samples in one "
                       "shuffled order after warmup untimed runs of each (calibration/llm_calibrate.py)",
         },
+        **({"idle_response": idle.response()} if idle is not None and idle.ratio else {}),
+        "server": {"wait": req.wait},
         "memory": {"device_total_bytes": MemoryProbe(device).total_bytes(), "method": "host memory (MemTotal or the "
                    "cgroup limit)", "fit_method": "none (the KV cache is sized by the scenario)"},
         "calibration": {"samples": req.samples, "warmup": req.warmup, "seed": req.seed, "order": "shuffled",
+                        "idle_rounds": req.idle_rounds,
                         "wall_s": round(time.perf_counter() - started, 2), "command": req.command},
     }
+
+
+def idle_compositions(comps: list[Composition]) -> dict[str, Composition]:
+    """What the idle sweep times: the iterations a served replica runs right after sitting idle, i.e. a
+    newly arrived whole prompt (nothing else is running then), at the grid's smallest and a middle size."""
+    prompts = sorted({c.prefill for c in comps if c.prefill and not c.decodes and c.chunk_start == 0})
+    chosen = sorted({prompts[0], prompts[len(prompts) // 2]}) if prompts else []
+    return {f"prompt {p}": Composition(p, 0, 0, 0) for p in chosen}
 
 
 def _blocks(comp: Composition, block_size: int) -> int:

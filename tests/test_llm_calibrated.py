@@ -192,6 +192,58 @@ def test_a_speed_trace_replays_the_real_iteration_where_it_ran():
     assert model.step_s(0, 1, 100, 100, start_s=0.015) == pytest.approx(0.005 + fit - 0.005 / 1.5)
 
 
+IDLE = {"gaps_s": [1e-3, 1e-2, 3e-2], "ratio": [1.0, 1.2, 1.5], "back_to_back_s": 5e-5, "method": "test"}
+
+
+def test_an_iteration_after_idle_takes_the_measured_idle_response():
+    """1 back to back and below 50 us; linear to the first bin; linear in log(gap) between bins (at
+    sqrt(0.01 × 0.03) s: halfway, 1.35); flat after the last; nothing with idle_response false."""
+    doc = llm_doc(noise=0.0, samples=1)
+    doc["idle_response"] = IDLE
+    profile = iteration_profile_from_dict(doc)
+    model = CalibratedStepTime.of(profile, residuals=False)
+    base = model.step_s(48, 0, 48, 1176, output_tokens=1)
+    for idle_s, ratio in ((0.0, 1.0), (4e-5, 1.0), (1e-3, 1.0), (1e-2, 1.2), ((1e-2 * 3e-2) ** 0.5, 1.35),
+                          (0.03, 1.5), (5.0, 1.5)):
+        assert model.step_s(48, 0, 48, 1176, output_tokens=1, idle_s=idle_s) == pytest.approx(base * ratio)
+    plain = CalibratedStepTime.of(profile, residuals=False, idle_response=False)
+    assert plain.step_s(48, 0, 48, 1176, output_tokens=1, idle_s=5.0) == pytest.approx(base)
+
+
+def test_the_engine_applies_the_idle_response_to_the_iteration_after_idle_only(tmp_path):
+    """A trace worked by hand: one replica, ready from 0, fixed residuals; request 0 (a 16-token prompt, 3
+    output tokens) arrives at 1 s: its prefill follows 1 s of idleness (× 1.5, flat beyond 30 ms), its two
+    decodes run back to back (× 1); request 1 arrives 5 ms after request 0's last token: its prefill is
+    × the response at 5 ms (between 1 ms at 1.0 and 10 ms at 1.2, linear in log gap)."""
+    import math
+
+    import sim
+
+    doc = llm_doc(noise=0.0, samples=1)
+    doc["idle_response"] = IDLE
+    path = tmp_path / "idle.json"
+    write_iteration_profile(doc, path)
+    fit = CalibratedStepTime.of(iteration_profile_from_dict(doc), residuals=False)
+    prefill, decode = fit.step_s(16, 0, 16, 136, output_tokens=1), fit.step_s(0, 1, 17, 17, output_tokens=1)
+    decode2 = fit.step_s(0, 1, 18, 18, output_tokens=1)
+    end0 = 1.0 + 1.5 * prefill + decode + decode2
+    trace = tmp_path / "trace.csv"
+    trace.write_text(f"arrival_s,input_tokens,output_tokens\n1.0,16,3\n{end0 + 0.005!r},16,3\n")
+    data = scenario(path)
+    data["workload"] = {"arrivals": {"process": "trace", "path": str(trace)},
+                        "input_tokens": {"distribution": "trace"}, "output_tokens": {"distribution": "trace"}}
+    data["llm"]["step_time"]["residuals"] = False
+    data["run"] = {"requests": 2, "seed": 1}
+    requests = sim.run(sim.scenario_from_dict(data)).requests.sort_values("arrival_s")
+    ttft = requests["ttft_s"].to_list()
+    at_5ms = 1.0 + 0.2 * math.log(5e-3 / 1e-3) / math.log(10)
+    print(f"\nTTFT {ttft[0] * 1e3:.3f} ms (prefill {prefill * 1e3:.3f} ms x 1.5), "
+          f"{ttft[1] * 1e3:.3f} ms (x {at_5ms:.4f})")
+    assert ttft[0] == pytest.approx(1.5 * prefill, rel=1e-9)
+    assert requests["latency_s"].iloc[0] == pytest.approx(end0 - 1.0, rel=1e-9)  # e2e: the decodes × 1
+    assert ttft[1] == pytest.approx(at_5ms * prefill, rel=1e-9)
+
+
 # ---------------------------------------------------------------- scenarios
 def scenario(profile_path, **llm) -> dict:
     return {"name": "cpu-decoder",
@@ -260,6 +312,8 @@ def test_the_profile_path_is_relative_to_the_scenario(tmp_path, write_scenario):
     (["calibrate", "--mode", "llm", "--model", "mlp"], "--model = 'mlp': --mode llm measures capsim's built-in decoder"),
     (["calibrate", "--mode", "llm", "--model", "decoder", "--decode-seqs", "1,x"], "--decode-seqs = '1,x': integers"),
     (["calibrate", "--mode", "llm", "--model", "decoder", "--device", "cuda"], "--mode llm measures on --device cpu"),
+    (["calibrate", "--mode", "llm", "--model", "decoder", "--wait", "sleep"], "--wait = 'sleep': use block"),
+    (["calibrate", "--mode", "llm", "--model", "decoder", "--idle-rounds", "-1"], "--idle-rounds = '-1': an integer >= 0"),
     (["bench-serve", "--llm", "--model", "mlp", "--rate", "1", "--out", "OUT"], "--llm serves capsim's built-in decoder"),
     (["bench-serve", "--llm", "--model", "decoder", "--rate", "1", "--max-num-seqs", "32",
       "--max-num-batched-tokens", "16", "--out", "OUT"], "--max-num-batched-tokens = 16: at least --max-num-seqs"),

@@ -103,3 +103,27 @@ def test_a_short_live_llm_run_is_recorded_and_validated(tmp_path):
               f"{ {k: round(v, 3) for k, v in record['error'].items()} }")
         for key in ("ttft_p50_s", "ttft_p99_s", "tpot_p50_s", "tpot_p99_s", "output_tokens_per_s"):
             assert np.isfinite(record["error"][key]), (mode, key)
+
+
+def test_calibrate_llm_measures_the_idle_response_the_simulator_applies(tmp_path):
+    """A small grid and one round of the idle sweep, live: the profile has an idle_response per gap from
+    0.1 ms to 1 s (the sizes swept named in its method) and says how the server waited; a scenario on it
+    runs. The ratios are this machine's now, so only their form is asserted."""
+    out = tmp_path / "llm.json"
+    assert capsim_main(["calibrate", "--mode", "llm", "--model", "decoder", "--quick", "--prefill-tokens", "0,16,64",
+                        "--decode-seqs", "0,1,4", "--context-tokens", "32", "--idle-rounds", "1", "--threads", "1",
+                        "--wait", "poll", "--no-progress", "--out", str(out)]) == 0
+    doc = json.loads(out.read_text())
+    response = doc["idle_response"]
+    print("\nidle response (poll): " + ", ".join(f"{g * 1e3:.1f} ms x{r:.3f}" for g, r in
+                                                  zip(response["gaps_s"], response["ratio"])))
+    assert len(response["gaps_s"]) == 9 and response["gaps_s"] == sorted(response["gaps_s"])
+    assert response["gaps_s"][0] > 0.9e-4 and 0.9 < response["gaps_s"][-1] < 1.5
+    assert all(r > 0 for r in response["ratio"]) and response["counts"] == [2] * 9
+    assert "'prompt 16', 'prompt 64'" in response["method"] and doc["server"] == {"wait": "poll"}
+    from sim.llm.calibrated import CalibratedStepTime
+    from sim.profiles.llm import load_iteration_profile
+
+    model = CalibratedStepTime.of(load_iteration_profile(out), residuals=False)
+    assert model.step_s(16, 0, 16, 136, output_tokens=1, idle_s=2.0) == pytest.approx(
+        model.step_s(16, 0, 16, 136, output_tokens=1) * response["ratio"][-1])

@@ -61,3 +61,14 @@ class TestCommittedLlmRecording(LlmFidelityChecks):
         """Before the recording the 1-minute load average was as low as ``make validate`` requires."""
         recording = json.loads((RECORDING / "recording.json").read_text())
         assert recording["load_average_1min"]["before"] <= recording["machine"]["cores"] - MIN_IDLE_CORES, recording
+
+    def test_the_calibration_predicts_every_recorded_run(self, llm_suite):
+        """A floor, so a regression fails: on this recording the back-to-back calibration (with its idle
+        response) kept every run at <= 85% load within the tolerance (docs/validation.md)."""
+        from llm_validation_checks import JUDGED, judged, outside
+
+        from sim.validation.llm import TOLERANCES
+
+        runs = judged(llm_suite["calibrated"]["runs"])
+        missed = {r["run"]: {k: round(r["error"][k], 3) for k in JUDGED} for r in runs if outside(r, TOLERANCES)}
+        assert len(runs) == 6 and not missed, missed

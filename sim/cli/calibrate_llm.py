@@ -10,8 +10,8 @@ import time
 
 from sim.errors import CapsimError
 
-LLM_DEFAULTS = {"samples": 10, "warmup": 2}
-LLM_QUICK = {"samples": 3, "warmup": 1}
+LLM_DEFAULTS = {"samples": 10, "warmup": 2, "idle_rounds": 6}
+LLM_QUICK = {"samples": 3, "warmup": 1, "idle_rounds": 1}
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -25,11 +25,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run_llm(args: argparse.Namespace) -> int:
     from sim.cli.calibrate import _command, _count
     from sim.models.llm_archs import LLM_ARCHS
+    from sim.serving.waiting import WAITS
 
     if args.model not in LLM_ARCHS or LLM_ARCHS[args.model].gated_mlp:
         raise CapsimError(f"--model = {args.model!r}: --mode llm measures capsim's built-in decoder (decoder)")
     if args.device != "cpu" or args.dtype != "fp32":
         raise CapsimError("--mode llm measures on --device cpu in --dtype fp32")
+    if args.wait not in WAITS:
+        raise CapsimError(f"--wait = {args.wait!r}: use block (blocked until work comes) or poll (a busy loop)")
     base = LLM_QUICK if args.quick else LLM_DEFAULTS
     counts = {k: _count(args, k, base[k], minimum=1 if k == "samples" else 0) for k in base}
     grid = {key: _grid(args, key, minimum=1 if key == "context_tokens" else 0) for key in
@@ -45,7 +48,7 @@ def run_llm(args: argparse.Namespace) -> int:
 
     request = LlmCalibrationRequest(
         model=args.model, **{k: v for k, v in grid.items() if v is not None}, samples=counts["samples"],
-        warmup=counts["warmup"], block_size=_count(args, "block_size", 16, minimum=1),
+        warmup=counts["warmup"], idle_rounds=counts["idle_rounds"], wait=args.wait, block_size=_count(args, "block_size", 16, minimum=1),
         threads=_count(args, "threads", None, minimum=1), seed=_count(args, "seed", 0, minimum=0),
         progress=not args.no_progress, command=_command(args))
     started = time.perf_counter()

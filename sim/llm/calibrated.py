@@ -11,7 +11,10 @@ where the fit is the profile's ``β0 + body(P + D) + head(S) + β3·K + β4·A``
 tokens, the rows through the LM head; sim/profiles/llm.py) and ``r`` is one of the measured
 residual ratios (sample / fit), drawn uniformly and independently per iteration from the replication's
 ``service`` stream (seeded: the same seed gives the same times). ``residuals: false`` uses the fit times
-the mean ratio instead (deterministic, the same mean). A from-run replay profile instead carries the
+the mean ratio instead (deterministic, the same mean). An iteration that starts on a replica that sat
+idle for ``g`` is multiplied by the profile's measured ``idle_response`` at ``g`` (its idle sweep,
+calibration/llm_calibrate.py; ``idle_response: false`` leaves it out), as a batch is
+(``sim.serving.service.IdleResponse``). A from-run replay profile instead carries the
 run's speed over time (``service_level.phase: aligned``): the machine worked at rate ``exp(-x_i)`` from
 real iteration i's start to the next one's, and a simulated iteration starting at ``t`` lasts until its
 fitted work is done at those rates (``sim.serving.service.SpeedTrace``, the request-level replay's own).
@@ -29,7 +32,7 @@ import numpy as np
 from sim.errors import CapsimError, ScenarioError, bad_value
 from sim.hardware.gpus import Gpu, get_gpu
 from sim.profiles.llm import IterationFit, IterationProfile, load_iteration_profile
-from sim.serving.service import SpeedTrace
+from sim.serving.service import IdleResponse, SpeedTrace
 
 DRAWS_PER_REFILL = 4096
 
@@ -40,31 +43,34 @@ class CalibratedStepTime:
     is_estimate = False
 
     def __init__(self, fit: IterationFit, residuals: np.ndarray | None, trace: SpeedTrace | None = None,
-                 rng: np.random.Generator | None = None) -> None:
-        self.fit, self.residuals, self.trace = fit, residuals, trace
+                 rng: np.random.Generator | None = None, idle: IdleResponse | None = None) -> None:
+        self.fit, self.residuals, self.trace, self.idle = fit, residuals, trace, idle
         self.mean_ratio = float(np.mean(residuals)) if residuals is not None and residuals.size else 1.0
         self._rng = rng
         self._drawn: list[float] = []
 
     @classmethod
-    def of(cls, profile: IterationProfile, residuals: bool = True) -> CalibratedStepTime:
+    def of(cls, profile: IterationProfile, residuals: bool = True, idle_response: bool = True) -> CalibratedStepTime:
         trace = profile.speed_trace()
-        if trace is not None:
+        if trace is not None:  # the run's own speed, idleness included
             return cls(profile.fit, None, SpeedTrace(*trace))
+        idle = IdleResponse.of(profile) if idle_response else None
         ratios = profile.residuals
         if not residuals:
-            return cls(profile.fit.scaled(float(ratios.mean())), None)
-        return cls(profile.fit, ratios)
+            return cls(profile.fit.scaled(float(ratios.mean())), None, idle=idle)
+        return cls(profile.fit, ratios, idle=idle)
 
     def seeded(self, rng: np.random.Generator) -> CalibratedStepTime:
         """This model drawing its residuals from ``rng`` (one replication's ``service`` stream)."""
-        return CalibratedStepTime(self.fit, self.residuals, self.trace, rng)
+        return CalibratedStepTime(self.fit, self.residuals, self.trace, rng, self.idle)
 
     def step_s(self, prefill_tokens: int, decode_tokens: int, kv_tokens_read: int, attention_pairs: int = 0,
-               start_s: float = 0.0, output_tokens: int | None = None) -> float:
+               start_s: float = 0.0, output_tokens: int | None = None, idle_s: float = 0.0) -> float:
         work = self.fit.predict(prefill_tokens, decode_tokens, kv_tokens_read, attention_pairs, output_tokens)
         if self.trace is not None:
             return self.trace.duration(start_s, work)
+        if idle_s > 0.0 and self.idle is not None:
+            work *= self.idle.ratio(idle_s)
         if self._rng is None or self.residuals is None:  # unseeded (capacity estimates): the mean
             return work * self.mean_ratio
         if not self._drawn:

@@ -175,7 +175,7 @@ class LlmEngine(FleetContract):
         if it is None:
             return
         step_s = self.step.step_s(it.prefill_tokens, it.decode_tokens, it.kv_tokens_read, it.attention_pairs,
-                                  start_s=now, output_tokens=it.output_tokens)
+                                  start_s=now, output_tokens=it.output_tokens, idle_s=now - rep.last_change)
         log = self._log
         for key, value in zip(ITERATION_FIELDS, (rep.index, now, now + step_s, it.size, it.prefill_tokens,
                                                  it.decode_tokens, it.output_tokens, it.kv_tokens_read,

@@ -33,8 +33,10 @@ class StepTimeModel(Protocol):
 
     is_estimate: bool  # True: not measured (labelled so in summaries and tables)
 
-    def step_s(self, prefill_tokens: int, decode_tokens: int, kv_tokens_read: int,
-               attention_pairs: int = 0, start_s: float = 0.0, output_tokens: int | None = None) -> float: ...
+    def step_s(self, prefill_tokens: int, decode_tokens: int, kv_tokens_read: int, attention_pairs: int = 0,
+               start_s: float = 0.0, output_tokens: int | None = None, idle_s: float = 0.0) -> float:
+        """One iteration's seconds; ``idle_s``: how long its replica sat idle right before it."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -48,7 +50,7 @@ class CoefficientsStepTime:
     is_estimate: bool = False
 
     def step_s(self, prefill_tokens: int, decode_tokens: int, kv_tokens_read: int, attention_pairs: int = 0,
-               start_s: float = 0.0, output_tokens: int | None = None) -> float:
+               start_s: float = 0.0, output_tokens: int | None = None, idle_s: float = 0.0) -> float:
         return (self.base_s + self.per_prefill_token_s * prefill_tokens + self.per_decode_token_s * decode_tokens
                 + self.per_kv_token_s * kv_tokens_read)
 
@@ -89,7 +91,7 @@ class RooflineStepTime:
         self._allreduces = 2 * layers if tp > 1 else 0
 
     def step_s(self, prefill_tokens: int, decode_tokens: int, kv_tokens_read: int, attention_pairs: int = 0,
-               start_s: float = 0.0, output_tokens: int | None = None) -> float:
+               start_s: float = 0.0, output_tokens: int | None = None, idle_s: float = 0.0) -> float:
         tokens = prefill_tokens + decode_tokens
         sampled = decode_tokens + (1 if prefill_tokens else 0)
         flops = (self._flops_per_token * tokens + self._flops_per_sample * sampled
@@ -108,7 +110,7 @@ def build_step_time(spec, arch: DecoderLlmArch, gpu: Gpu, dtype: str, tp: int, p
                     measured: IterationProfile | None = None) -> StepTimeModel:
     """The model ``llm.step_time`` names (``measured``: the profile a calibrated one reads)."""
     if spec.type == "calibrated":
-        return CalibratedStepTime.of(measured, residuals=spec.residuals)
+        return CalibratedStepTime.of(measured, residuals=spec.residuals, idle_response=spec.idle_response)
     if spec.type == "coefficients":
         return CoefficientsStepTime(spec.base_s, spec.per_prefill_token_s, spec.per_decode_token_s,
                                     spec.per_kv_token_s)

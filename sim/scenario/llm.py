@@ -104,6 +104,10 @@ class CalibratedStepTime(Section):
                          "llm.dtype, tensor_parallel and the device: those it measured.")
     residuals: bool = Field(default=True, description="true: each iteration takes the fit × one measured residual "
                             "ratio, drawn per iteration (seeded); false: the fit × the mean ratio (deterministic).")
+    idle_response: bool = Field(default=True, description="true: an iteration that starts on a replica that sat "
+                                "idle takes the profile's measured slowdown after that long idle (its idle_response, "
+                                "capsim calibrate --mode llm's idle sweep; none when the profile has none); false: "
+                                "back-to-back times after idle too.")
 
 
 StepTime = Annotated[CoefficientsStepTime | RooflineStepTime | CalibratedStepTime, Field(discriminator="type")]
