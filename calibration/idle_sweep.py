@@ -15,7 +15,7 @@ that request. Per batch after a gap: ``ratio`` = its latency / the median of the
 right before it (drift between rounds cancels), ``gap_s`` = the idle time it followed, ``wake_s`` = when
 the server ran again - when the request was put (the waiting's own dispatch delay).
 
-The profile gets ``idle_response`` (per nominal gap the median ratio and gap: the format a from-run
+The profile gets ``idle_response`` (per gap bin, by the gap waited, the median ratio and gap: the format a from-run
 profile has, applied by ``sim.serving.service.IdleResponse``) and ``dispatch.idle_s`` (the wake-ups).
 """
 
@@ -52,18 +52,27 @@ class IdleSweep:
     wake_s: list[float] = field(default_factory=list)
 
     def response(self) -> dict | None:
-        """The ``idle_response`` section: per nominal gap, the median measured gap and median ratio."""
+        """The ``idle_response`` section: per gap bin, the median measured gap and median ratio.
+
+        A sample counts in the bin of the gap it actually waited (the nominal gaps' bins, split halfway
+        between neighbours in log time), not the one it was meant to wait: on a busy machine the feeder
+        can deliver late, and the bins' gaps must increase as the profile requires. Empty bins are left
+        out."""
         if not self.ratio:
             return None
-        nominal, gaps, ratio = (np.asarray(x, float) for x in (self.nominal_s, self.gap_s, self.ratio))
-        levels = sorted(set(self.nominal_s))
+        gaps, ratio = np.asarray(self.gap_s, float), np.asarray(self.ratio, float)
+        levels = np.asarray(sorted(set(self.nominal_s)))
+        edges = np.sqrt(levels[:-1] * levels[1:])
+        bins = np.searchsorted(edges, gaps)
+        kept = [b for b in range(len(levels)) if np.any(bins == b)]
         units = self.unit + ("es" if self.unit.endswith("ch") else "s")
-        return {"gaps_s": [float(np.median(gaps[nominal == g])) for g in levels],
-                "ratio": [float(np.median(ratio[nominal == g])) for g in levels],
-                "counts": [int(np.sum(nominal == g)) for g in levels],
+        return {"gaps_s": [float(np.median(gaps[bins == b])) for b in kept],
+                "ratio": [float(np.median(ratio[bins == b])) for b in kept],
+                "counts": [int(np.sum(bins == b)) for b in kept],
                 "back_to_back_s": BACK_TO_BACK_S,
                 "back_to_back_count": BACK_TO_BACK * len(self.ratio),
-                "method": f"capsim calibrate idle sweep, server wait {self.wait!r}: per gap the median over "
+                "method": f"capsim calibrate idle sweep, server wait {self.wait!r}: per gap bin (by the gap waited) "
+                          "the median over "
                           f"{units} {sorted(set(self.size))} and rounds of a {self.unit}'s latency after waiting "
                           f"that long for a request / the median of the {BACK_TO_BACK} same {units} back to "
                           "back before it"}

@@ -59,7 +59,7 @@ def set_baseline(text: str, source: str, base_dir: str | None = None) -> Scenari
 
 
 def upload_dir() -> uploads.UploadDir:
-    """This session's private upload directory, made on first use; it goes when the session's state goes."""
+    """The browser session's private upload directory, made on first use; it goes when its state goes."""
     if _UPLOADS not in st.session_state:
         st.session_state[_UPLOADS] = uploads.UploadDir()
     return st.session_state[_UPLOADS]

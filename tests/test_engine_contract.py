@@ -27,7 +27,7 @@ def test_simpy_clock_can_be_moved_between_events():
     env.process(proc())
     env.step()  # the process starts; its timeout is now scheduled at 5
     assert env.peek() == 5.0
-    env._now = 2.0  # what Engine._source does for an arrival before every scheduled event
+    env._now = 2.0  # what replay_arrivals does for an arrival before every scheduled event
     assert env.now == 2.0
     env.run()
     assert seen == [5.0] and env.now == 5.0

@@ -117,9 +117,9 @@ def test_calibrate_llm_measures_the_idle_response_the_simulator_applies(tmp_path
     response = doc["idle_response"]
     print("\nidle response (poll): " + ", ".join(f"{g * 1e3:.1f} ms x{r:.3f}" for g, r in
                                                   zip(response["gaps_s"], response["ratio"])))
-    assert len(response["gaps_s"]) == 9 and response["gaps_s"] == sorted(response["gaps_s"])
+    assert 6 <= len(response["gaps_s"]) <= 9 and response["gaps_s"] == sorted(response["gaps_s"])
     assert response["gaps_s"][0] > 0.9e-4 and 0.9 < response["gaps_s"][-1] < 1.5
-    assert all(r > 0 for r in response["ratio"]) and response["counts"] == [2] * 9
+    assert all(r > 0 for r in response["ratio"]) and sum(response["counts"]) == 2 * 9  # 2 prompts x 9 gaps
     assert "'prompt 16', 'prompt 64'" in response["method"] and doc["server"] == {"wait": "poll"}
     from sim.llm.calibrated import CalibratedStepTime
     from sim.profiles.llm import load_iteration_profile

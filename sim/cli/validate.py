@@ -47,6 +47,8 @@ def register(sub) -> None:
 
 
 def main(args) -> int:
+    from functools import partial
+
     from rich.console import Console
 
     from sim.errors import CapsimError
@@ -70,18 +72,23 @@ def main(args) -> int:
         if len(llm_runs) != len(runs):
             raise CapsimError(f"{llm_runs[0].path} is an LLM run and {next(r for r in runs if r not in llm_runs).path} "
                               "is not; validate them separately")
-        from sim.cli import validate_llm
+        from sim.cli.validate_llm import calibrate_for, calibration_key
         from sim.validation import llm as suite
 
-        profiles, judged, steps = validate_llm.profiles, "TTFT and TPOT ", "iteration"
+        key_of, calibrate = calibration_key, calibrate_for
+        judged, steps = "TTFT and TPOT ", "iteration"
         p50, p99 = suite.TOLERANCES["ttft_p50_s"], suite.TOLERANCES["ttft_p99_s"]
     else:
-        suite, profiles, judged, steps = v, _profiles, "", "batch"
+        from sim.validation.calibrated import calibrate_for, calibration_key
+
+        suite, key_of, judged, steps = v, calibration_key, "", "batch"
+        calibrate = partial(calibrate_for, samples=args.samples)
         p50, p99 = v.TOLERANCES["latency_p50_s"], v.TOLERANCES["latency_p99_s"]
     console = Console()
     with writing_folder(out, force=args.force) as work:  # profiles, traces and plots are written as it goes
         records = [suite.validate_run(run, profile, work, args.replications, args.seed, plot=not args.no_plot)
-                   for run, profile in zip(runs, profiles(args, runs, given, work))]
+                   for run, profile in zip(runs, replay_profiles(args, runs, given, work, suite.profile_from_run_for,
+                                                                 key_of, calibrate))]
         console.print(suite.error_table(records, console.width))
         suite.write_report(records, work)
     report = out / "validation.json"
@@ -102,19 +109,18 @@ def main(args) -> int:
     return 0
 
 
-def _profiles(args, runs, given: Path | None, work: Path):
-    """The profile to replay each run with, made in ``work`` as it is needed (from runs or by calibrating)."""
-    from sim.validation import validate as v
-    from sim.validation.calibrated import calibrate_for, calibration_key
-
+def replay_profiles(args, runs, given: Path | None, work: Path, from_runs, key_of, calibrate):
+    """The profile to replay each run with, made in ``work`` as it is needed: ``from_runs(run, runs, how,
+    work)`` with --from-run; with --calibrate one ``calibrate(runs sharing a key_of, work)`` per key;
+    else the given one. The suite (request-level or LLM) supplies the three functions."""
     calibrated: dict[tuple, Path] = {}
     for run in runs:
         if args.from_run:
-            yield v.profile_from_run_for(run, runs, args.from_run, work)
+            yield from_runs(run, runs, args.from_run, work)
         elif args.calibrate:
-            key = calibration_key(run)
+            key = key_of(run)
             if key not in calibrated:
-                calibrated[key] = calibrate_for([r for r in runs if calibration_key(r) == key], work, args.samples)
+                calibrated[key] = calibrate([r for r in runs if key_of(r) == key], work)
             yield calibrated[key]
         else:
             yield given

@@ -31,7 +31,7 @@ import numpy as np
 import simpy
 
 from sim.llm.scheduler import Scheduler, Sequences
-from sim.serving.engine import FleetContract, Replica, initial_replicas
+from sim.serving.engine import FleetContract, Replica, initial_replicas, replay_arrivals
 
 SERIES = ("time_s", "queue_len", "in_service", "busy_replicas", "ready_replicas", "loading_replicas",
           "desired_replicas", "billed_replicas", "held", "running_sequences", "waiting_sequences", "kv_utilization")
@@ -115,15 +115,7 @@ class LlmEngine(FleetContract):
         return self._records()
 
     def _source(self):
-        """Replay arrivals; one before every scheduled event moves the clock itself (as ``Engine._source``)."""
-        env, arrive, timeout, peek = self.env, self._arrive, self.env.timeout, self.env.peek
-        for i, t in enumerate(self._at):
-            if t > env._now:
-                if t < peek():
-                    env._now = t
-                else:
-                    yield timeout(t - env._now)
-            arrive(i)
+        yield from replay_arrivals(self.env, self._at, self._arrive)
 
     def _sampler(self):
         env, dt, series = self.env, self.sample_interval_s, self._series

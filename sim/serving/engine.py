@@ -110,6 +110,21 @@ class ScalerHooks(Protocol):
     def stop(self) -> None: ...
 
 
+def replay_arrivals(env: simpy.Environment, at: list[float], arrive: Callable[[int], None]) -> Iterator:
+    """The SimPy process that calls ``arrive(i)`` at each time ``at[i]`` (ascending), for both engines.
+    An arrival strictly before every scheduled event needs no event of its own: nothing else can happen
+    in between, so the clock moves straight to it (about 40% of engine time saved; records are
+    identical). Ties still go through the event queue, in FIFO order."""
+    timeout, peek = env.timeout, env.peek
+    for i, t in enumerate(at):
+        if t > env._now:
+            if t < peek():
+                env._now = t
+            else:
+                yield timeout(t - env._now)
+        arrive(i)
+
+
 def initial_replicas(scenario) -> int:
     """Replicas ready at t=0: the fleet size, or the autoscaler's initial / minimum count."""
     spec = scenario.autoscaler
@@ -316,18 +331,7 @@ class Engine(FleetContract):
         return self._records()
 
     def _source(self):
-        """Replay arrivals. An arrival strictly before every scheduled event needs no event of its own:
-        nothing else can happen in between, so the clock moves straight to it (about 40% of engine
-        time saved; records are identical). Ties still go through the event queue, in FIFO order."""
-        env, timeout, peek = self.env, self.env.timeout, self.env.peek
-        arrive = self._arrive if self._front is None else self._front.arrive
-        for i, t in enumerate(self._at):
-            if t > env._now:
-                if t < peek():
-                    env._now = t
-                else:
-                    yield timeout(t - env._now)
-            arrive(i)
+        yield from replay_arrivals(self.env, self._at, self._arrive if self._front is None else self._front.arrive)
 
     def _sampler(self):
         env, dt, series = self.env, self.sample_interval_s, self._series
