@@ -36,6 +36,25 @@ from calibration.validation_suite import SETTINGS, RecordedSuite, record_suite  
 PARQUET_FILES = ("requests.parquet", "batches.parquet", "loadgen.parquet")
 
 
+def recording_facts(started: float, before: float, after: float, probe, probe_after=None) -> dict:
+    """What every recording.json says of when and where it was made: start, wall time, machine, commit,
+    the 1-minute load average before and after, and the machine-load probe (before; after when given)."""
+    def described(p) -> dict:
+        return {"quiet": p.quiet(), "described": p.describe(), "cpu_share": [round(x, 3) for x in p.cpu_share]}
+
+    facts = {
+        "recorded_at": datetime.datetime.fromtimestamp(started, datetime.timezone.utc).isoformat(timespec="seconds"),
+        "wall_s": round(time.time() - started, 1),
+        "machine": machine_facts(),
+        "git_commit": git_commit(),
+        "load_average_1min": {"before": round(before, 2), "after": round(after, 2),
+                              "note": "before: the machine before the recording; after: including the "
+                                      "recording's own server and load generator"},
+        "machine_load_before": described(probe),
+    }
+    return facts | ({"machine_load_after": described(probe_after)} if probe_after is not None else {})
+
+
 def machine_facts() -> dict:
     import torch
 
@@ -97,15 +116,7 @@ def main() -> int:
         keep(Path(tmp), out, suite)
         commands = [[part.replace(tmp, "RUN_DIR_PARENT") for part in cmd] for cmd in suite.commands]
     recording = {
-        "recorded_at": datetime.datetime.fromtimestamp(started, datetime.timezone.utc).isoformat(timespec="seconds"),
-        "wall_s": round(time.time() - started, 1),
-        "machine": machine_facts(),
-        "git_commit": git_commit(),
-        "load_average_1min": {"before": round(before, 2), "after": round(after, 2),
-                              "note": "before: the machine before the recording; after: including the "
-                                      "recording's own server and load generator"},
-        "machine_load_before": {"quiet": probe.quiet(), "described": probe.describe(),
-                                "cpu_share": [round(x, 3) for x in probe.cpu_share]},
+        **recording_facts(started, before, after, probe),
         "wait": suite.wait,
         "profile": suite.profile.name,
         "profiles": {wait: path.name for wait, path in suite.profiles.items()},

@@ -14,7 +14,6 @@ average and the machine-load probe before and after, every command line). Record
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import os
 import random
@@ -28,7 +27,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts"))
 
-from record_validation_cpu import PARQUET_FILES, git_commit, machine_facts, write_compact  # noqa: E402
+from record_validation_cpu import PARQUET_FILES, recording_facts, write_compact  # noqa: E402
 
 from calibration.llm_validation_suite import RecordedLlmSuite, record_llm_suite  # noqa: E402
 
@@ -79,17 +78,7 @@ def main() -> int:
         keep(Path(tmp), args.out, suite)
         commands = [[part.replace(tmp, "RUN_DIR_PARENT") for part in cmd] for cmd in suite.commands]
     recording = {
-        "recorded_at": datetime.datetime.fromtimestamp(started, datetime.timezone.utc).isoformat(timespec="seconds"),
-        "wall_s": round(time.time() - started, 1),
-        "machine": machine_facts(),
-        "git_commit": git_commit(),
-        "load_average_1min": {"before": round(before, 2), "after": round(after, 2),
-                              "note": "before: the machine before the recording; after: including the "
-                                      "recording's own server and load generator"},
-        "machine_load_before": {"quiet": probe.quiet(), "described": probe.describe(),
-                                "cpu_share": [round(x, 3) for x in probe.cpu_share]},
-        "machine_load_after": {"quiet": probe_after.quiet(), "described": probe_after.describe(),
-                               "cpu_share": [round(x, 3) for x in probe_after.cpu_share]},
+        **recording_facts(started, before, after, probe, probe_after),
         "profile": suite.profile.name,
         "pilot_rps": {k: round(v, 3) for k, v in suite.pilot_rps.items()},
         "parquet": "as bench-serve wrote it, re-encoded losslessly (zstd, float columns byte-stream split)",
