@@ -180,13 +180,9 @@ def _number(flag: str, text: str) -> float:
 
 
 def _command(args: argparse.Namespace) -> list[str]:
-    """The command line as given, for the record (from the parsed options, not sys.argv)."""
-    words = ["capsim", "calibrate"]
-    for key, value in vars(args).items():
-        if key in ("func", "command") or value in (None, False):
-            continue
-        words += [f"--{key.replace('_', '-')}"] + ([] if value is True else [str(value)])
-    return words
+    """The command line as given, for the record: only what the user said (defaults are in the profile's
+    own fields), from the arguments ``sim.cli.main`` parsed."""
+    return ["capsim", *args.argv]
 
 
 def _run_train(args: argparse.Namespace) -> int:
