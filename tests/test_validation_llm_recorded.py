@@ -13,20 +13,18 @@ Publish the figures (docs/validation/llm-cpu/) with
 
 from __future__ import annotations
 
-import json
-import os
 from pathlib import Path
 
 import pytest
 from llm_validation_checks import (
     LlmFidelityChecks,
     check_run_recorded_every_request,
-    publish,
     validate_all_modes,
 )
+from validation_checks import check_recorded_on_a_quiet_machine, validate_recording
+from validation_checks import recorded_runs as shared_recorded_runs
 
 from calibration.llm_validation_suite import PROFILE_NAME
-from calibration.machine_load import MIN_IDLE_CORES
 
 pytestmark = pytest.mark.slow  # about 30 s: 6 runs validated four ways, 10 replications each
 
@@ -36,18 +34,13 @@ SEED = 0
 
 
 def recorded_runs() -> list[Path]:
-    return [RECORDING / name for name in json.loads((RECORDING / "recording.json").read_text())["runs"]]
+    return shared_recorded_runs(RECORDING)
 
 
 @pytest.fixture(scope="module")
 def llm_suite(tmp_path_factory) -> dict:
-    work = tmp_path_factory.mktemp("validation-llm-recorded")
-    target = os.environ.get("CAPSIM_VALIDATION_OUT")
-    reports = validate_all_modes(recorded_runs(), RECORDING / PROFILE_NAME, work, REPLICATIONS, SEED,
-                                 plot=bool(target))
-    if target:
-        publish(work, RECORDING / PROFILE_NAME, recorded_runs(), Path(target))
-    return reports
+    return validate_recording(RECORDING, PROFILE_NAME, tmp_path_factory.mktemp("validation-llm-recorded"),
+                              REPLICATIONS, SEED, validate_all_modes)
 
 
 class TestCommittedLlmRecording(LlmFidelityChecks):
@@ -58,9 +51,7 @@ class TestCommittedLlmRecording(LlmFidelityChecks):
         check_run_recorded_every_request(run_dir)
 
     def test_the_recording_was_made_on_a_quiet_machine(self):
-        """Before the recording the 1-minute load average was as low as ``make validate`` requires."""
-        recording = json.loads((RECORDING / "recording.json").read_text())
-        assert recording["load_average_1min"]["before"] <= recording["machine"]["cores"] - MIN_IDLE_CORES, recording
+        check_recorded_on_a_quiet_machine(RECORDING)
 
     def test_the_calibration_predicts_every_recorded_run(self, llm_suite):
         """A floor, so a regression fails: on this recording the back-to-back calibration (with its idle

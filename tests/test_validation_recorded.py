@@ -13,21 +13,20 @@ Publish the figures (docs/validation/cpu/: per mode validation.json and QQ plots
 
 from __future__ import annotations
 
-import json
-import os
 from pathlib import Path
 
 import pytest
 from validation_checks import (
     WRONG_RULES,
     FidelityChecks,
+    check_recorded_on_a_quiet_machine,
     check_run_recorded_every_request,
-    publish,
     validate_all_modes,
+    validate_recording,
     wrong_rule_replays,
 )
+from validation_checks import recorded_runs as shared_recorded_runs
 
-from calibration.machine_load import MIN_IDLE_CORES
 from calibration.validation_suite import PROFILE_NAME
 
 pytestmark = pytest.mark.slow  # about a minute: 12 runs validated four ways, 10 replications each
@@ -38,18 +37,13 @@ SEED = 0
 
 
 def recorded_runs() -> list[Path]:
-    return [RECORDING / name for name in json.loads((RECORDING / "recording.json").read_text())["runs"]]
+    return shared_recorded_runs(RECORDING)
 
 
 @pytest.fixture(scope="module")
 def suite(tmp_path_factory) -> dict:
-    work = tmp_path_factory.mktemp("validation-recorded")
-    target = os.environ.get("CAPSIM_VALIDATION_OUT")
-    reports = validate_all_modes(recorded_runs(), RECORDING / PROFILE_NAME, work, REPLICATIONS, SEED,
-                                 plot=bool(target))
-    if target:
-        publish(work, RECORDING / PROFILE_NAME, recorded_runs(), Path(target))
-    return reports
+    return validate_recording(RECORDING, PROFILE_NAME, tmp_path_factory.mktemp("validation-recorded"), REPLICATIONS, SEED,
+                              validate_all_modes)
 
 
 class TestCommittedRecording(FidelityChecks):
@@ -60,9 +54,7 @@ class TestCommittedRecording(FidelityChecks):
         check_run_recorded_every_request(run_dir)
 
     def test_the_recording_was_made_on_a_quiet_machine(self):
-        """Before the recording the 1-minute load average was as low as ``make validate`` requires."""
-        recording = json.loads((RECORDING / "recording.json").read_text())
-        assert recording["load_average_1min"]["before"] <= recording["machine"]["cores"] - MIN_IDLE_CORES, recording
+        check_recorded_on_a_quiet_machine(RECORDING)
 
     def test_the_negative_control_passes_the_right_rule(self, suite, tmp_path):
         """The negative control's misses come from the rule: the same replays, through the same code and

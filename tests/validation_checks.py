@@ -19,6 +19,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -63,6 +64,31 @@ def publish(work: Path, profile: Path, run_dirs: list[Path], target: Path) -> No
             shutil.copy(f, target / mode / f.name)
     for run in map(Path, run_dirs):
         shutil.copy(run / "run.json", target / f"{run.name}-run.json")
+
+
+def recorded_runs(recording: Path) -> list[Path]:
+    """The run folders of a committed recording, in its recording.json's order."""
+    return [recording / name for name in json.loads((recording / "recording.json").read_text())["runs"]]
+
+
+def validate_recording(recording: Path, profile_name: str, work: Path, replications: int, seed: int,
+                       validate=validate_all_modes) -> dict:
+    """``validate`` (this suite's or the LLM suite's ``validate_all_modes``) of a committed recording;
+    with ``CAPSIM_VALIDATION_OUT`` set, the figures and QQ plots are published there."""
+    target = os.environ.get("CAPSIM_VALIDATION_OUT")
+    runs = recorded_runs(recording)
+    reports = validate(runs, recording / profile_name, work, replications, seed, plot=bool(target))
+    if target:
+        publish(work, recording / profile_name, runs, Path(target))
+    return reports
+
+
+def check_recorded_on_a_quiet_machine(recording: Path) -> None:
+    """Before the recording the 1-minute load average was as low as ``make validate`` requires."""
+    from calibration.machine_load import MIN_IDLE_CORES
+
+    facts = json.loads((recording / "recording.json").read_text())
+    assert facts["load_average_1min"]["before"] <= facts["machine"]["cores"] - MIN_IDLE_CORES, facts
 
 
 def check_run_recorded_every_request(run_dir: Path) -> None:

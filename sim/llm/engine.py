@@ -106,14 +106,6 @@ class LlmEngine(FleetContract):
         return per, len(self._held)
 
     # ------------------------------------------------------------ processes
-    def run(self) -> LlmRecords:
-        self.env.process(self._source())
-        self.env.process(self._sampler())
-        if self._scaler is not None:
-            self.env.process(self._scaler.process())
-        self.env.run()
-        return self._records()
-
     def _source(self):
         yield from replay_arrivals(self.env, self._at, self._arrive)
 

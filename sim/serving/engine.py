@@ -138,8 +138,9 @@ def initial_replicas(scenario) -> int:
 class FleetContract:
     """The contract both engines (this one and ``sim.llm.engine``) keep with the fleet lifecycle, the
     monitor and the scalers: the replicas, which take traffic, and the drain. An engine sets the fields
-    in :meth:`_start_fleet`, makes its own replicas in :meth:`_new_replica`, routes in ``_route`` and
-    counts a replica's work in ``outstanding``."""
+    in :meth:`_start_fleet`, makes its own replicas in :meth:`_new_replica`, routes in ``_route``, counts a
+    replica's work in ``outstanding``, and has the processes ``_source`` and ``_sampler`` and the
+    ``_records`` that :meth:`run` returns."""
 
     env: simpy.Environment
 
@@ -200,6 +201,15 @@ class FleetContract:
     def attach_scaler(self, scaler: ScalerHooks) -> None:
         """Let ``scaler`` run beside the arrivals (see :class:`ScalerHooks`); before :meth:`run`."""
         self._scaler = scaler
+
+    def run(self):
+        """Replay the arrivals beside the sampler (and the scaler, if attached) to the end; the records."""
+        self.env.process(self._source())
+        self.env.process(self._sampler())
+        if self._scaler is not None:
+            self.env.process(self._scaler.process())
+        self.env.run()
+        return self._records()
 
 
 class Engine(FleetContract):
@@ -322,14 +332,6 @@ class Engine(FleetContract):
         self.finished += 1
 
     # ------------------------------------------------------------ processes
-    def run(self) -> RawRecords:
-        self.env.process(self._source())
-        self.env.process(self._sampler())
-        if self._scaler is not None:
-            self.env.process(self._scaler.process())
-        self.env.run()
-        return self._records()
-
     def _source(self):
         yield from replay_arrivals(self.env, self._at, self._arrive if self._front is None else self._front.arrive)
 
