@@ -31,7 +31,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from calibration.validation_suite import SETTINGS, RecordedSuite, record_suite  # noqa: E402
+from calibration.validation_suite import RecordedSuite, record_suite  # noqa: E402
 
 PARQUET_FILES = ("requests.parquet", "batches.parquet", "loadgen.parquet")
 
@@ -60,8 +60,9 @@ def machine_facts() -> dict:
 
     cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
                 if line.startswith("model name")), platform.processor()) if Path("/proc/cpuinfo").exists() else ""
+    gpu = {"gpu": torch.cuda.get_device_name(0), "cuda": torch.version.cuda} if torch.cuda.is_available() else {}
     return {"cpu": cpu, "cores": os.cpu_count(), "platform": platform.platform(),
-            "python": platform.python_version(), "torch": torch.__version__}
+            "python": platform.python_version(), "torch": torch.__version__, **gpu}
 
 
 def git_commit() -> str:
@@ -80,20 +81,25 @@ def write_compact(src: Path, dst: Path) -> None:
                    use_dictionary=[f.name for f in table.schema if f.name not in floats])
 
 
-def keep(work: Path, out: Path, suite: RecordedSuite) -> None:
-    """Copy the files validation reads from ``work`` into ``out`` (replacing what was there)."""
+def keep_one(path: Path, out: Path) -> None:
+    """Copy one finished part of a suite into ``out``: a profile as it is, a run folder as the files
+    validation reads (``run.json`` and the parquet files, re-encoded compactly)."""
+    out.mkdir(parents=True, exist_ok=True)
+    if path.is_file():
+        shutil.copy(path, out / path.name)
+        return
+    (out / path.name).mkdir(exist_ok=True)
+    shutil.copy(path / "run.json", out / path.name / "run.json")
+    for name in PARQUET_FILES:
+        write_compact(path / name, out / path.name / name)
+
+
+def keep(out: Path, suite: RecordedSuite) -> None:
+    """Copy the files validation reads of ``suite`` into ``out`` (replacing what was there)."""
     if out.exists():
         shutil.rmtree(out)
-    out.mkdir(parents=True)
-    for profile in suite.profiles.values():
-        shutil.copy(profile, out / profile.name)
-    for max_batch, _ in SETTINGS:
-        shutil.copy(work / f"pilot-b{max_batch}.json", out / f"pilot-b{max_batch}.json")
-    for run in suite.run_dirs:
-        (out / run.name).mkdir()
-        shutil.copy(run / "run.json", out / run.name / "run.json")
-        for name in PARQUET_FILES:
-            write_compact(run / name, out / run.name / name)
+    for path in [*suite.profiles.values(), *suite.pilots, *suite.run_dirs]:
+        keep_one(path, out)
 
 
 def main() -> int:
@@ -113,7 +119,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="capsim-recording-") as tmp:
         suite = record_suite(Path(tmp), wait=args.wait, repeat=not args.no_repeat)
         after = os.getloadavg()[0]
-        keep(Path(tmp), out, suite)
+        keep(out, suite)
         commands = [[part.replace(tmp, "RUN_DIR_PARENT") for part in cmd] for cmd in suite.commands]
     recording = {
         **recording_facts(started, before, after, probe),
