@@ -37,6 +37,7 @@ server's wake-up time is part of each batch's ``late_s``: its start minus when t
 
 from __future__ import annotations
 
+import math
 import os
 import threading
 import time
@@ -270,8 +271,9 @@ def run_server(config: ServeConfig, arrival_s: np.ndarray, start_delay_s: float 
     """Serve ``arrival_s`` (seconds from t0) on one replica here; returns the raw records and notes."""
     harness = build_harness(config)
     warm = warm_up(harness, config)
-    clock = Clock(time.perf_counter() + start_delay_s)
-    server = BatchingServer(harness, config, clock)
+    clock = Clock(math.inf)
+    server = BatchingServer(harness, config, clock)  # its request inputs are made before t0, not after
+    clock.t0 = time.perf_counter() + start_delay_s
     sent_s = np.full(arrival_s.size, np.nan)
 
     def generate() -> None:

@@ -43,9 +43,10 @@ def _replica_main(index: int, config: ServeConfig, requests, events) -> None:
     except Exception as exc:  # noqa: BLE001 - reported to the parent as one line
         events.send(("error", f"replica {index}: {type(exc).__name__}: {exc}"))
         return
-    events.send(("ready", warm))
-    clock = Clock(requests.recv())
+    clock = Clock(0.0)
     server = BatchingServer(harness, config, clock, on_batch=lambda size: events.send(("done", size)))
+    events.send(("ready", warm))  # ready once the request inputs are made: t0 comes after every replica's
+    clock.t0 = requests.recv()
 
     def receive() -> None:
         while True:

@@ -110,13 +110,14 @@ def main() -> int:
                 failure = "deadline"
             except Exception:  # noqa: BLE001 - keep what finished and go on to the next part
                 failure = traceback.format_exc()[-3000:]
+            runs = sorted(p.name for p in folder.iterdir() if p.is_dir()) if folder.exists() else []
             facts = recording_facts(t0, before, os.getloadavg()[0], probe) | {"git_commit": args.commit}
             (folder / "recording.json").parent.mkdir(parents=True, exist_ok=True)
             (folder / "recording.json").write_text(json.dumps({
                 **facts, "recipe": {"model": model, "dtype": dtype, "device": args.device,
                                     "settings": recipe.settings, "loads": recipe.loads},
-                "complete": failure is None, "stopped_by": failure,
-                "runs": sorted(p.name for p in folder.iterdir() if p.is_dir()),
+                "complete": len(runs) == len(recipe.settings) * len(recipe.loads), "stopped_by": failure,
+                "runs": runs,
                 "commands": [[part.replace(tmp, "RUN_DIR_PARENT") for part in cmd] for cmd in suite.commands]
                 if suite else None,
             }, indent=2) + "\n")

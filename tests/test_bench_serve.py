@@ -60,6 +60,25 @@ def test_preferred_size_is_sent_as_soon_as_formed():
     assert batches["start_s"].max() < 0.1
 
 
+def test_the_clock_starts_after_the_request_inputs_are_made(monkeypatch):
+    # Inputs that take a second to make (a pool of large images) must not eat into the schedule: the load
+    # generator releases the first request on time, not a second late.
+    from calibration.harness import Harness
+
+    made = Harness.requests
+
+    def slow(self, n):
+        if n > 8:  # the server's input pool, not a warm-up batch
+            import time
+
+            time.sleep(1.0)
+        return made(self, n)
+
+    monkeypatch.setattr(Harness, "requests", slow)
+    _, _, loadgen = serve([0.01, 0.02], max_batch_size=1)
+    assert (loadgen["sent_s"] - np.array([0.01, 0.02])).max() < 0.5
+
+
 def test_records_are_complete_fifo_and_bounded():
     rng = np.random.default_rng(3)
     arrivals = np.cumsum(rng.exponential(1 / 2000, 1000))
