@@ -183,7 +183,8 @@ def _overloads_half_cap(run, profile, loads, offered) -> bool:
 
 
 WRONG_RULES = {"no queue delay": (lambda b: {**b, "max_queue_delay_s": 0.0},
-                                  lambda run, profile, loads, offered: loads[run.name] <= 0.45),
+                                  lambda run, profile, loads, offered: loads[run.name] <= 0.45
+                                  and run.settings["batching"]["max_queue_delay_s"] > 0),
                "half the max batch": (lambda b: {**b, "max_batch_size": b["max_batch_size"] // 2},
                                       _overloads_half_cap)}
 
