@@ -32,13 +32,15 @@ def whole_model_roofline_s(model: str, gpu_key: str, dtype: str, b: int) -> floa
 
 
 def table_rows() -> list[str]:
-    """One markdown row per profile and size."""
+    """One markdown row per profile and size (powers of two: the held-out profiles measured every size)."""
     rows = []
     for r in residual_table():
+        if r["batch_size"] & (r["batch_size"] - 1):
+            continue
         samples = as_profile(r["profile"]).latency_s[r["batch_size"]]
         p10, p90 = np.quantile(samples, [0.1, 0.9]) * 1e3
         before = whole_model_roofline_s(r["model"], r["gpu"], r["dtype"], r["batch_size"]) * 1e3
-        rows.append(f"| {r['model']} {r['dtype']} | {r['batch_size']} | {r['measured_s'] * 1e3:.3f} | "
+        rows.append(f"| {r['model']} {r['dtype']} {r['gpu']}{' (held out)' if r['held_out'] else ''} | {r['batch_size']} | {r['measured_s'] * 1e3:.3f} | "
                     f"{p10:.3f}-{p90:.3f} | {r['estimate_s'] * 1e3:.3f} | {r['residual']:+.0%} | {before:.3f} |")
     return rows
 
@@ -52,8 +54,11 @@ def plot(target: Path) -> Path:
 
     rows = residual_table()
     names = list(dict.fromkeys(r["profile"] for r in rows))
-    fig, axes = plt.subplots(1, len(names), figsize=(5 * len(names), 4.2))
-    for ax, name in zip(np.atleast_1d(axes), names, strict=True):
+    columns = 3
+    fig, axes = plt.subplots(-(-len(names) // columns), columns, figsize=(5 * columns, 4.2 * -(-len(names) // columns)))
+    for ax in np.atleast_1d(axes).flat[len(names):]:
+        ax.set_visible(False)
+    for ax, name in zip(np.atleast_1d(axes).flat, names, strict=False):
         mine = [r for r in rows if r["profile"] == name]
         sizes = np.array([r["batch_size"] for r in mine])
         profile = as_profile(name)
@@ -67,13 +72,15 @@ def plot(target: Path) -> Path:
         ax.plot(sizes, [whole_model_roofline_s(r["model"], r["gpu"], r["dtype"], r["batch_size"]) * 1e3 for r in mine],
                 "x--", color="C2", label="whole-model roofline (before)")
         ax.set(xscale="log", yscale="log", xlabel="batch size", ylabel="batch time (ms)",
-               title=f"{mine[0]['model']} {mine[0]['dtype']} on {mine[0]['gpu']}")
-        ax.set_xticks(sizes, [str(b) for b in sizes])
+               title=f"{mine[0]['model']} {mine[0]['dtype']} on {mine[0]['gpu']}"
+                     + (" (held out)" if mine[0]["held_out"] else ""))
+        ticks = [b for b in sizes if not b & (b - 1)]
+        ax.set_xticks(ticks, [str(b) for b in ticks])
         ax.yaxis.set_major_formatter(FormatStrFormatter("%g"))
         ax.yaxis.set_minor_formatter(FormatStrFormatter("%g"))
         ax.tick_params(axis="y", which="minor", labelsize=7)
         ax.grid(True, alpha=0.3)
-    np.atleast_1d(axes)[0].legend(fontsize=8)
+    np.atleast_1d(axes).flat[0].legend(fontsize=8)
     fig.tight_layout()
     try:
         with writing_file(target, "--plot") as tmp:
@@ -88,7 +95,7 @@ def main() -> None:
     parser.add_argument("--plot", metavar="PNG", help="where to draw the plot (default: print the table only)")
     args = parser.parse_args()
     target = check_file(args.plot, "--plot") if args.plot else None
-    print("| model | batch | measured median ms | measured p10-p90 ms | estimate ms | residual | "
+    print("| model, GPU | batch | measured median ms | measured p10-p90 ms | estimate ms | residual | "
           "whole-model roofline ms (before) |")
     print("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
     print("\n".join(table_rows()))
