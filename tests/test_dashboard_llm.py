@@ -103,3 +103,10 @@ def test_a_scenario_naming_a_server_token_file_is_refused():
     assert not at.exception
     errors = [e.value for e in at.error if "Scenario not loaded" in e.value]
     assert errors and "workload.input_tokens.path = '/etc/passwd'" in errors[0]
+
+
+def test_a_scenario_with_shared_prefixes_says_what_the_cache_served():
+    at = _app("llm", llm_example="llm/chat_system_prompt")
+    assert not at.exception and not [e.value for e in at.error]
+    assert any("of the prompt tokens from the prefix cache" in m.value for m in at.markdown), \
+        [m.value for m in at.markdown][:5]

@@ -139,7 +139,9 @@ def _headline(summary: dict, scenario: Scenario) -> None:
                 f"{llm.latency_text(summary.get('tpot_p50_s'))}); "
                 f"{fmt.count(summary.get('replicas_mean'), 'replicas')} × {fmt.count(gpus, 'GPUs')} of "
                 f"{scenario.fleet.gpu}, KV cache {fmt.pct(summary.get('kv_utilization_mean'), 1)} used on average, "
-                f"{fmt.count(summary.get('preemptions'), 'preemptions')}.")
+                f"{fmt.count(summary.get('preemptions'), 'preemptions')}"
+                + (f", {fmt.pct(summary.get('prefix_cache_hit_rate'), 1)} of the prompt tokens from the prefix cache"
+                   if scenario.workload.shared_prefix is not None else "") + ".")
     if summary.get("unstable"):
         st.warning(f"**Overloaded**: offered {fmt.rps(summary.get('offered_rps'))} against an estimated capacity of "
                    f"{fmt.rps(summary.get('capacity_rps'))}; the queue grows, so no steady-state TTFT is shown. Add "

@@ -19,7 +19,6 @@ ROWS = (
     ("cost_per_million_requests_usd", "cost per 1M req", 1, "${:,.2f}"),
 )
 
-
 def register(sub) -> None:
     p = sub.add_parser("compare", help="run several scenarios (or variants) and print key metrics side by side")
     p.add_argument("scenarios", nargs="+", help="scenario YAML files")
@@ -62,7 +61,7 @@ def main(args) -> int:
     from rich.table import Table
 
     from sim.results.files import check_file, writing_file
-    from sim.results.output import fmt
+    from sim.results.output import LLM_TABLE_ROWS, fmt
     from sim.scenario.keys import with_run_flags
 
     pairs = variants(args.scenarios, args.vary)
@@ -75,8 +74,9 @@ def main(args) -> int:
     table.add_column("metric")
     for label, _ in results:
         table.add_column(label, justify="right")
-    for key, label, scale, pattern in ROWS:
-        table.add_row(label, *[fmt(s, key, scale, pattern) for _, s in results])
+    llm = any("ttft_p50_s" in s for _, s in results)  # token-level runs: the simulate table's LLM rows
+    for key, label, scale, pattern in LLM_TABLE_ROWS if llm else ROWS:
+        table.add_row(label, *[fmt(s, key, scale, pattern) if key in s else "—" for _, s in results])
     table.add_row("SLO", *["met" if s.get("slo_met") else "missed" for _, s in results])
     table.add_row("stable", *["no" if s.get("unstable") else "yes" for _, s in results])
     Console().print(table)

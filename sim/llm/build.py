@@ -95,12 +95,18 @@ def _check_token_specs(work, arrivals, max_len: int) -> None:
             raise ScenarioError(f"workload.{key}.distribution = 'trace': reads a column of the arrival trace; "
                                 "needs workload.arrivals.process: trace (or a fixed, lognormal or empirical length)")
     prompt, output = work.input_tokens, work.output_tokens
-    if prompt.distribution == "fixed" and prompt.tokens >= max_len:
+    prefix = work.shared_prefix.tokens if work.shared_prefix is not None and work.shared_prefix.share > 0 else 0
+    if prefix >= max_len:
+        raise ScenarioError(bad_value("workload.shared_prefix.tokens", prefix, f"a prompt must leave room for "
+                                      f"its own tokens and output within llm.max_model_len ({max_len})"))
+    longest = prompt.tokens + prefix if prompt.distribution == "fixed" else None
+    if longest is not None and longest >= max_len:
         raise ScenarioError(bad_value("workload.input_tokens.tokens", prompt.tokens,
-                                      f"a prompt must leave room for output within llm.max_model_len ({max_len})"))
-    if prompt.distribution == "fixed" and output.distribution == "fixed" and prompt.tokens + output.tokens > max_len:
+                                      f"a prompt{f' (after a {prefix}-token shared prefix)' if prefix else ''} must "
+                                      f"leave room for output within llm.max_model_len ({max_len})"))
+    if longest is not None and output.distribution == "fixed" and longest + output.tokens > max_len:
         raise ScenarioError(bad_value("workload.output_tokens.tokens", output.tokens,
-                                      f"at most {max_len - prompt.tokens}: prompt ({prompt.tokens}) + output ≤ "
+                                      f"at most {max_len - longest}: prompt ({longest}) + output ≤ "
                                       f"llm.max_model_len ({max_len})"))
 
 

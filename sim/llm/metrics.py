@@ -74,6 +74,8 @@ def token_summary(requests: pd.DataFrame, iterations: pd.DataFrame, replicas: pd
         "mean_output_tokens": float(requests["output_tokens"].to_numpy()[inside].mean()) if n_total else math.nan,
         "kv_utilization_mean": kv_utilization(iterations, replicas, kv_blocks, warmup_s, horizon_s),
         "kv_utilization_peak": float(used_share[done].max()) if done.any() else math.nan,
+        "prefix_cache_hit_rate": (float(requests["cached_tokens"].to_numpy()[inside].sum())
+                                  / float(requests["input_tokens"].to_numpy()[inside].sum())) if n_total else math.nan,
         "preemptions": int(requests["preemptions"].to_numpy()[inside].sum()),
         "requests_preempted": int((requests["preemptions"].to_numpy()[inside] > 0).sum()),
     })

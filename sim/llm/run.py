@@ -23,7 +23,7 @@ from sim.results.timeline import enrich_timeseries
 from sim.scaling.scaler import attach_autoscaler
 from sim.scenario.model import mean_rate_rps
 from sim.serving.routers import build_router
-from sim.workload.tokens import token_counts
+from sim.workload.tokens import prefix_groups, token_counts
 
 ITERATION_COLUMNS = ITERATION_FIELDS[4:]  # after replica, start_s, end_s, size (the batches table's own)
 
@@ -32,8 +32,11 @@ def run_llm_once(scenario, arrivals: np.ndarray, rng: dict[str, np.random.Genera
                  stop_s: float, interval_s: float):
     """(requests, batches, timeseries, replicas, summary) of one replication; ``batches`` are iterations."""
     setup = llm_setup(scenario)
-    input_tokens, output_tokens = token_counts(scenario, rng["tokens"], arrivals.size, setup.max_model_len)
-    seqs = Sequences(input_tokens.tolist(), output_tokens.tolist())
+    groups = prefix_groups(scenario, rng["prefixes"], arrivals.size)
+    input_tokens, output_tokens = token_counts(scenario, rng["tokens"], arrivals.size, setup.max_model_len, groups)
+    prefix = scenario.workload.shared_prefix
+    seqs = Sequences(input_tokens.tolist(), output_tokens.tolist(), prefix_group=groups.tolist(),
+                     prefix_tokens=prefix.tokens if prefix is not None and scenario.llm.enable_prefix_caching else 0)
     step_time = seeded_step_time(setup.step_time, rng["service"])  # a calibrated model draws its residuals
     engine = LlmEngine(scenario, arrivals, seqs, step_time, build_router(scenario.fleet.router, rng["routing"]),
                        kv_blocks=setup.plan.kv_blocks, sample_interval_s=interval_s, horizon_s=horizon_s,
@@ -55,7 +58,8 @@ def llm_frames(raw: LlmRecords, setup: LlmSetup):
     requests = token_request_frame(
         raw.arrival_s, np.asarray(seqs.start_s, dtype=float), np.asarray(seqs.first_token_s, dtype=float), end,
         raw.replica, np.asarray(seqs.first_batch), outcome, np.asarray(seqs.input_tokens),
-        np.asarray(seqs.output_tokens), np.asarray(seqs.preemptions))
+        np.asarray(seqs.output_tokens), np.asarray(seqs.preemptions), np.asarray(seqs.cached_tokens),
+        np.asarray(seqs.prefix_group))
     it = raw.iterations
     n = len(it["start_s"])
     iterations = batch_frame(it["replica"], it["start_s"], it["end_s"], it["size"], np.zeros(n, dtype=bool),

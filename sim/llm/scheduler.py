@@ -15,6 +15,13 @@ applies it. Rules (vLLM's, with the differences written down in docs/llm.md):
    chunked prefill an iteration either prefills whole prompts (when any can be admitted) or decodes.
 3. A prefill that completes emits the sequence's next token (its first, unless it is a recompute); a
    sequence is finished when it has emitted its ``output_tokens``.
+4. **Prefix caching** (``prefix_tokens`` > 0: vLLM's automatic prefix caching, at the granularity of
+   a shared prefix). The full blocks of a shared prefix (``prefix_tokens // block_size``) that a sequence
+   has computed are cached once its prefill passes them, and shared: a later sequence with the same
+   prefix starts its prefill after them and holds only its own blocks. A cached prefix no running
+   sequence uses stays in the pool's free blocks, evictable; a block taken from the pool evicts the least
+   recently used such prefix when no empty block is left. Two sequences that miss at the same time each
+   compute their own copy, and only the first is cached (vLLM keeps both).
 
 Cost grows with events, not tokens: a decoding sequence is not touched each iteration. Its state is
 kept as of the decode round it was last synced at, and it is looked at again only at the rounds where
@@ -24,7 +31,7 @@ it needs a new KV block (one in ``block_size``) or finishes, found in two round-
 from __future__ import annotations
 
 import math
-from collections import deque
+from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 
 from sim.llm.kv_cache import blocks_for
@@ -33,8 +40,13 @@ from sim.llm.kv_cache import blocks_for
 class Sequences:
     """Per-request token state and timestamps, as parallel lists indexed by request id."""
 
-    def __init__(self, input_tokens: list[int], output_tokens: list[int]) -> None:
+    def __init__(self, input_tokens: list[int], output_tokens: list[int], prefix_group: list[int] | None = None,
+                 prefix_tokens: int = 0) -> None:
         n = len(input_tokens)
+        self.prefix_group = list(prefix_group) if prefix_group is not None else [-1] * n  # -1: no shared prefix
+        self.prefix_tokens = prefix_tokens  # 0: no prefix caching
+        self.shared = [-1] * n  # the cached prefix whose blocks it holds (-1: none)
+        self.cached_tokens = [0] * n  # prompt tokens taken from the prefix cache, over its admissions
         self.input_tokens = list(input_tokens)
         self.output_tokens = list(output_tokens)
         self.target = list(input_tokens)  # tokens the current prefill computes (prompt + tokens already emitted)
@@ -87,6 +99,9 @@ class Scheduler:
         self._grow_at: dict[int, list[tuple[int, int]]] = {}  # round -> (request, generation) needing a block
         self._finish_at: dict[int, list[tuple[int, int]]] = {}  # round -> (request, generation) finishing
         self._admissions = 0
+        self.prefix_blocks = seqs.prefix_tokens // block_size  # full blocks of a shared prefix: what is cached
+        self.cached: dict[int, int] = {}  # prefix group -> running sequences holding its cached blocks
+        self.evictable: OrderedDict[int, None] = OrderedDict()  # cached prefixes no one holds, least recent first
 
     # ------------------------------------------------------------ state
     def add(self, i: int) -> None:
@@ -99,6 +114,38 @@ class Scheduler:
     @property
     def used_blocks(self) -> int:
         return self.total_blocks - self.free_blocks
+
+    @property
+    def cached_blocks(self) -> int:
+        """Blocks holding cached prefixes, in use or evictable."""
+        return len(self.cached) * self.prefix_blocks
+
+    def _take(self, n: int) -> None:
+        """Take ``n`` of the free blocks (``n`` ≤ free), evicting least recently used cached prefixes while
+        too few free blocks are empty."""
+        empty = self.free_blocks - len(self.evictable) * self.prefix_blocks
+        while empty < n:
+            group, _ = self.evictable.popitem(last=False)
+            del self.cached[group]
+            empty += self.prefix_blocks
+        self.free_blocks -= n
+
+    def _release(self, i: int) -> None:
+        """Give back the blocks ``i`` holds: its own, and its hold on a cached prefix."""
+        seqs = self.seqs
+        self.free_blocks += seqs.blocks[i]
+        seqs.blocks[i] = 0
+        group = seqs.shared[i]
+        if group >= 0:
+            seqs.shared[i] = -1
+            self.cached[group] -= 1
+            if not self.cached[group]:
+                self.evictable[group] = None
+                self.free_blocks += self.prefix_blocks
+
+    def _held(self, i: int) -> int:
+        """Blocks covering ``i``'s KV: its own and those of the cached prefix it holds."""
+        return self.seqs.blocks[i] + (self.prefix_blocks if self.seqs.shared[i] >= 0 else 0)
 
     # ------------------------------------------------------------ forming an iteration
     def schedule(self, now: float) -> Iteration | None:
@@ -151,10 +198,24 @@ class Scheduler:
         while waiting and budget > 0 and len(running) < self.max_seqs:
             i = waiting[0]
             need = blocks_for(seqs.target[i], self.block_size)
-            if need > self.free_blocks or (whole and seqs.target[i] > budget):
+            group = seqs.prefix_group[i] if self.prefix_blocks else -1
+            hit = group in self.cached  # its prefix's blocks are cached: computed, not to compute again
+            pinned = hit and group in self.evictable  # they leave the free blocks while it holds them
+            if hit:
+                need -= self.prefix_blocks
+            if need + (self.prefix_blocks if pinned else 0) > self.free_blocks or (
+                    whole and seqs.target[i] - (self.prefix_blocks * self.block_size if hit else 0) > budget):
                 break
             waiting.popleft()
-            self.free_blocks -= need
+            if hit:
+                if pinned:
+                    del self.evictable[group]
+                    self.free_blocks -= self.prefix_blocks
+                self.cached[group] += 1
+                seqs.shared[i] = group
+                seqs.done[i] = self.prefix_blocks * self.block_size
+                seqs.cached_tokens[i] += seqs.done[i]
+            self._take(need)
             seqs.blocks[i] = need
             self._admissions += 1
             seqs.admitted[i] = self._admissions
@@ -182,7 +243,7 @@ class Scheduler:
                 if victim == i:
                     break
             else:
-                self.free_blocks -= 1
+                self._take(1)
                 seqs.blocks[i] += 1
                 if r + bs <= self._last_round(i):
                     self._grow_at.setdefault(r + bs, []).append((i, g))
@@ -204,8 +265,7 @@ class Scheduler:
             self.decoding -= 1
         seqs.target[i] = seqs.input_tokens[i] + seqs.emitted[i]
         seqs.done[i] = 0
-        self.free_blocks += seqs.blocks[i]
-        seqs.blocks[i] = 0
+        self._release(i)
         seqs.generation[i] += 1
         seqs.preemptions[i] += 1
         self.waiting.appendleft(i)
@@ -227,11 +287,24 @@ class Scheduler:
                         self.kv_sum -= seqs.kv[i] + elapsed
                         self.decoding -= 1
                         self._finish(i, now, finished)
+        cached_upto = self.prefix_blocks * self.block_size
         for i, c in it.chunks:
             seqs.done[i] += c
+            if cached_upto and seqs.done[i] - c < cached_upto <= seqs.done[i]:
+                self._cache_prefix(i)
             if seqs.done[i] == seqs.target[i]:
                 self._prefilled(i, now, finished)
         return finished
+
+    def _cache_prefix(self, i: int) -> None:
+        """``i`` has computed the full blocks of its shared prefix: cache them, held by ``i``, unless that
+        prefix is cached already (its own copy then stays its own)."""
+        seqs, group = self.seqs, self.seqs.prefix_group[i]
+        if group < 0 or group in self.cached or seqs.shared[i] >= 0:
+            return
+        self.cached[group] = 1
+        seqs.shared[i] = group
+        seqs.blocks[i] -= self.prefix_blocks
 
     def _prefilled(self, i: int, now: float, finished: list[int]) -> None:
         seqs = self.seqs
@@ -247,14 +320,13 @@ class Scheduler:
         self.kv_sum += kv
         self.decoding += 1
         self._finish_at.setdefault(self._last_round(i), []).append((i, g))
-        grow = r + 1 + seqs.blocks[i] * self.block_size - kv  # the round whose token opens a new block
+        grow = r + 1 + self._held(i) * self.block_size - kv  # the round whose token opens a new block
         if grow <= self._last_round(i):
             self._grow_at.setdefault(grow, []).append((i, g))
 
     def _finish(self, i: int, now: float, finished: list[int]) -> None:
         seqs = self.seqs
         del self.running[i]
-        self.free_blocks += seqs.blocks[i]
-        seqs.blocks[i] = 0
+        self._release(i)
         seqs.end_s[i] = now
         finished.append(i)

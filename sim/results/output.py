@@ -44,6 +44,8 @@ LLM_TABLE_ROWS = (  # token-level runs (an llm section): the same table in LLM t
     ("goodput_rps", "goodput", 1, "{:,.2f} req/s"),
     ("preemptions", "preemptions", 1, "{:,.0f}"),
     ("kv_utilization_mean", "KV cache in use (mean)", 100, "{:,.1f} %"),
+    ("prefill_tokens_per_s", "prompt tokens computed", 1, "{:,.0f} tok/s"),
+    ("prefix_cache_hit_rate", "prompt tokens from the prefix cache", 100, "{:,.1f} %"),
     ("kv_cache_tokens", "KV cache per replica", 1, "{:,.0f} tokens"),
     ("mean_batch_size", "sequences per iteration", 1, "{:,.1f}"),
     ("replicas_mean", "replicas (mean)", 1, "{:,.2f}"),

@@ -64,10 +64,12 @@ def request_frame(arrival_s: np.ndarray, start_s: np.ndarray, end_s: np.ndarray,
 
 def token_request_frame(arrival_s: np.ndarray, start_s: np.ndarray, first_token_s: np.ndarray, end_s: np.ndarray,
                         replica: np.ndarray, batch_size: np.ndarray, outcome: np.ndarray, input_tokens: np.ndarray,
-                        output_tokens: np.ndarray, preemptions: np.ndarray) -> pd.DataFrame:
+                        output_tokens: np.ndarray, preemptions: np.ndarray,
+                        cached_tokens: np.ndarray | None = None, prefix_group: np.ndarray | None = None) -> pd.DataFrame:
     """The ``requests`` table of token-level (LLM) serving: :func:`request_frame`'s columns, then the token
     counts, the first token's time, TTFT = first token − arrival and TPOT = (end − first token) /
-    (output tokens − 1) (NaN for one output token), and how often the request was preempted."""
+    (output tokens − 1) (NaN for one output token), how often the request was preempted, the shared prefix
+    its prompt starts with (-1: none) and the prompt tokens it took from the prefix cache (0 without one)."""
     frame = request_frame(arrival_s, start_s, end_s, replica, batch_size, outcome)
     out = np.asarray(output_tokens, dtype=np.int64)
     frame["input_tokens"] = np.asarray(input_tokens, dtype=np.int64)
@@ -77,6 +79,10 @@ def token_request_frame(arrival_s: np.ndarray, start_s: np.ndarray, first_token_
     with np.errstate(invalid="ignore", divide="ignore"):
         frame["tpot_s"] = np.where(out > 1, (end_s - first_token_s) / np.maximum(out - 1, 1), np.nan)
     frame["preemptions"] = np.asarray(preemptions, dtype=np.int32)
+    frame["prefix_group"] = (np.asarray(prefix_group, dtype=np.int64) if prefix_group is not None
+                             else np.full(len(frame), -1, dtype=np.int64))
+    frame["cached_tokens"] = (np.asarray(cached_tokens, dtype=np.int64) if cached_tokens is not None
+                              else np.zeros(len(frame), dtype=np.int64))
     return frame
 
 

@@ -53,6 +53,20 @@ class TraceTokens(Section):
                                "input_tokens / output_tokens.")
 
 
+class SharedPrefix(Section):
+    """Requests that start with one of a few shared prefixes (a system prompt, few-shot examples, a
+    document under discussion): what a prefix cache (``llm.enable_prefix_caching``) can reuse."""
+
+    tokens: int = Field(ge=1, le=10_000_000, description="Tokens of each shared prefix, added in front of the "
+                        "request's own prompt (workload.input_tokens).")
+    groups: int = Field(default=1, ge=1, le=1_000_000, description="Distinct prefixes (e.g. system prompts of "
+                        "different applications or tenants).")
+    share: float = Field(default=1.0, ge=0, le=1, description="Share of the requests that start with one; the "
+                         "rest have only their own prompt.")
+    zipf_s: float = Field(default=0.0, ge=0, le=10, description="Popularity of the prefixes: the k-th most used "
+                          "has weight k^-zipf_s; 0 = all equally likely.")
+
+
 TokenLengths = Annotated[FixedTokens | LognormalTokens | EmpiricalTokens | TraceTokens,
                          Field(discriminator="distribution")]
 TOKEN_DISTRIBUTIONS = union_tags(TokenLengths, "distribution")
@@ -133,6 +147,11 @@ class Llm(Section):
     max_num_seqs: int = Field(default=256, ge=1, le=65536, description="Most sequences running in one iteration.")
     max_num_batched_tokens: int = Field(default=2048, ge=1, le=1_048_576, description="Token budget of one "
                                         "iteration (decode tokens + prefill chunk tokens).")
+    enable_prefix_caching: bool = Field(default=True, description="True: full KV blocks of a shared prefix "
+                                        "(workload.shared_prefix) that a replica computed stay cached and are "
+                                        "reused by later requests with the same prefix, until their blocks are "
+                                        "needed (least recently used first; vLLM's automatic prefix caching, on by "
+                                        "default in V1). False: every prompt is computed in full.")
     enable_chunked_prefill: bool = Field(default=True, description="True: decodes first, the rest of the budget "
                                          "to prompt chunks (Sarathi). False: an iteration either prefills "
                                          "whole prompts or decodes (vLLM V0 default).")
@@ -173,6 +192,8 @@ def llm_problem(scenario) -> str | None:
     llm_metrics = [m.name for m in getattr(scenario.autoscaler, "metrics", [])
                    if m.name in ("kv_cache_utilization", "running_sequences")]
     if llm is None:
+        if work.shared_prefix is not None:
+            return "workload.shared_prefix: shared prompt prefixes need an llm section (token-level serving)"
         if scenario.service is None:
             return "service: missing required key (or an llm section, for token-level LLM serving)"
         if tokens:

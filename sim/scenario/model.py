@@ -16,7 +16,7 @@ from pydantic import Field, field_validator, model_validator
 
 from sim.scenario.architectures import Offline, Streaming, architecture_problem
 from sim.scenario.base import NonNegFloat, PositiveFloat, Section, union_tags
-from sim.scenario.llm import Llm, TokenLengths, llm_problem
+from sim.scenario.llm import Llm, SharedPrefix, TokenLengths, llm_problem
 from sim.scenario.online import Cache, Edge, Failures, Overlap, online_problem
 from sim.scenario.scaling import Autoscaler, ColdStart, Static
 from sim.serving.routers import ROUTERS
@@ -114,6 +114,9 @@ class Workload(Section):
                                               "request; `distribution` picks the kind.")
     output_tokens: TokenLengths | None = Field(default=None, description="llm scenarios: tokens each request "
                                                "generates; `distribution` picks the kind.")
+    shared_prefix: SharedPrefix | None = Field(default=None, description="llm scenarios: prompts that start with "
+                                               "one of a few shared prefixes (reused by the prefix cache); none: "
+                                               "every prompt is its own.")
 
 
 # ---------------------------------------------------------------- service

@@ -30,16 +30,33 @@ def register(name: str):
     return wrap
 
 
-def token_counts(scenario, rng: np.random.Generator, n: int, max_model_len: int) -> tuple[np.ndarray, np.ndarray]:
-    """(input_tokens, output_tokens) of ``n`` requests, in arrival order, checked against ``max_model_len``."""
+def token_counts(scenario, rng: np.random.Generator, n: int, max_model_len: int,
+                 prefix_group: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(input_tokens, output_tokens) of ``n`` requests, in arrival order, checked against ``max_model_len``;
+    a request with a shared prefix (``prefix_group`` ≥ 0, :func:`prefix_groups`) has its tokens in front."""
     work = scenario.workload
     rng_in, rng_out = rng.spawn(2)
     counts = []
     for key, spec, child in (("input_tokens", work.input_tokens, rng_in), ("output_tokens", work.output_tokens,
                                                                           rng_out)):
         counts.append(TOKEN_SOURCES[spec.distribution](spec, child, n, scenario, key).astype(np.int64))
+    if prefix_group is not None and work.shared_prefix is not None:
+        counts[0] = counts[0] + np.where(prefix_group >= 0, work.shared_prefix.tokens, 0)
     check_lengths(*counts, max_model_len)
     return counts[0], counts[1]
+
+
+def prefix_groups(scenario, rng: np.random.Generator, n: int) -> np.ndarray:
+    """Which shared prefix each of ``n`` requests starts with (``workload.shared_prefix``): a group index, or
+    -1 for none. A request has one with probability ``share``; the k-th group has weight k^-zipf_s."""
+    spec = scenario.workload.shared_prefix
+    if spec is None:
+        return np.full(n, -1, dtype=np.int64)
+    rng_has, rng_which = rng.spawn(2)
+    has = rng_has.random(n) < spec.share
+    weights = np.arange(1, spec.groups + 1, dtype=float) ** -spec.zipf_s
+    which = rng_which.choice(spec.groups, size=n, p=weights / weights.sum())
+    return np.where(has, which, -1).astype(np.int64)
 
 
 def check_lengths(input_tokens: np.ndarray, output_tokens: np.ndarray, max_model_len: int) -> None:
@@ -48,8 +65,8 @@ def check_lengths(input_tokens: np.ndarray, output_tokens: np.ndarray, max_model
     if long.any():
         raise ScenarioError(
             f"workload.input_tokens: {int(long.sum()):,} of {input_tokens.size:,} prompts leave no room for output "
-            f"in llm.max_model_len = {max_model_len:,} (the longest: {int(input_tokens.max()):,} tokens); set "
-            "workload.input_tokens.max_tokens or raise llm.max_model_len")
+            f"in llm.max_model_len = {max_model_len:,} (the longest: {int(input_tokens.max()):,} tokens, a shared "
+            "prefix included); set workload.input_tokens.max_tokens or raise llm.max_model_len")
     over = input_tokens + output_tokens > max_model_len
     if over.any():
         k = int(np.argmax(input_tokens + output_tokens))
