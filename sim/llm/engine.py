@@ -78,6 +78,7 @@ class LlmEngine(FleetContract):
         self.seqs = seqs
         self.step = step_time
         self.router = router
+        self._keyed = getattr(router, "keyed", False)  # it routes by the request's shared prefix
         self._knobs = dict(max_num_seqs=llm.max_num_seqs, max_num_batched_tokens=llm.max_num_batched_tokens,
                            block_size=llm.block_size, kv_blocks=kv_blocks, chunked_prefill=llm.enable_chunked_prefill)
         self.horizon_s = horizon_s
@@ -145,7 +146,8 @@ class LlmEngine(FleetContract):
         self._route(i)
 
     def _route(self, i: int) -> None:
-        rep = self.router.choose(self._ready)
+        rep = (self.router.choose(self._ready, self.seqs.prefix_group[i]) if self._keyed
+               else self.router.choose(self._ready))
         rep.arrived += 1
         rep.outstanding += 1
         self._replica_of[i] = rep.index

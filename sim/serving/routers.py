@@ -8,6 +8,8 @@ spreads load as real least-request balancers do rather than piling onto replica 
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from sim.distributions import BufferedStream
@@ -65,11 +67,44 @@ class PowerOfTwo:
         return rb if rb.outstanding < ra.outstanding else ra
 
 
+class PrefixAffinity:
+    """Requests with the same shared prefix (``workload.shared_prefix``) go to the same replica, so its
+    prefix cache serves them: rendezvous (highest-random-weight) hashing of the prefix over the ready
+    replicas, which moves only the prefixes of a replica that leaves or joins; with bounded load (the
+    first replica in the prefix's order whose outstanding requests are under ``LOAD_BOUND`` × the mean,
+    the new one counted: consistent hashing with bounded loads, Mirrokni, Thorup and Zadimoghaddam 2018).
+    A request without a prefix, or a request-level one, goes to the least outstanding replica."""
+
+    LOAD_BOUND = 1.25
+    keyed = True  # the token-level engine passes each request's prefix group
+
+    def __init__(self, rng: np.random.Generator) -> None:
+        self._least = LeastOutstanding(rng)
+
+    def choose(self, replicas, key: int = -1):
+        if key < 0 or len(replicas) == 1:
+            return self._least.choose(replicas)
+        cap = math.ceil(self.LOAD_BOUND * (sum(r.outstanding for r in replicas) + 1) / len(replicas))
+        ranked = sorted(replicas, key=lambda r: rendezvous_weight(key, r.index), reverse=True)
+        return next((r for r in ranked if r.outstanding < cap), ranked[0])
+
+
+def rendezvous_weight(key: int, replica: int) -> int:
+    """A replica's weight for ``key``: a 64-bit mix (splitmix64) of both, the same in every run."""
+    z = (key * 0x9E3779B97F4A7C15 + replica * 0xBF58476D1CE4E5B9 + 0x94D049BB133111EB) & MASK64
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & MASK64
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & MASK64
+    return z ^ (z >> 31)
+
+
+MASK64 = (1 << 64) - 1
+
 ROUTERS = {
     "round_robin": RoundRobin,
     "random": Random,
     "least_outstanding": LeastOutstanding,
     "power_of_two": PowerOfTwo,
+    "prefix_affinity": PrefixAffinity,
 }
 
 
