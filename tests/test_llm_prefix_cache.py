@@ -277,3 +277,17 @@ def test_routing_by_prefix_keeps_each_replica_s_cache_on_its_own_prefixes():
                                                                                    "prefix_affinity")}
     assert roomy["prefix_affinity"] == pytest.approx(roomy["round_robin"], abs=0.005)
     assert roomy["round_robin"] == pytest.approx(512 / 562, abs=0.01)  # the prefix's share of a prompt
+
+
+def test_the_capacity_ceiling_counts_cached_prefixes_as_not_computed():
+    from sim.llm.build import llm_setup
+    from sim.llm.capacity import cached_prompt_tokens
+    from sim.planner.llm import llm_replica_capacity_rps
+
+    doc = base_scenario(shared_prefix={"tokens": 1000, "groups": 2, "share": 0.5})
+    cached = sim.scenario_from_dict(doc)
+    doc["llm"]["enable_prefix_caching"] = False
+    plain = sim.scenario_from_dict(doc)
+    assert cached_prompt_tokens(cached) == 0.5 * 992 and cached_prompt_tokens(plain) == 0.0  # full blocks of 16
+    assert llm_replica_capacity_rps(cached) > 1.2 * llm_replica_capacity_rps(plain)
+    assert llm_setup(cached).plan.kv_blocks == llm_setup(plain).plan.kv_blocks

@@ -7,24 +7,37 @@ tokens a running sequence holds on average)``, with a sequence holding its promp
 capped by ``B`` decoding sequences and by the token budget. Throughput ``c / step_s`` grows with ``c``
 (bigger batches amortise the weight reads), so the cap is the capacity. It ignores the spread of
 lengths, preemptions and the iterations that are not full: a ceiling, used to flag overload and to
-set loads in benchmarks, never to report latency.
+set loads in benchmarks, never to report latency. With a prefix cache it takes every shared prefix as
+cached (``cached_prompt_tokens``): those tokens are neither prefilled nor held per sequence, only read.
 """
 
 from __future__ import annotations
 
 
 def replica_capacity_rps(step_time, *, kv_tokens: int, block_size: int, max_num_seqs: int,
-                         max_num_batched_tokens: int, mean_input_tokens: float, mean_output_tokens: float) -> float:
-    """Requests/s one replica completes at most (an estimate, see the module docstring)."""
-    held = mean_input_tokens + mean_output_tokens / 2 + block_size / 2
+                         max_num_batched_tokens: int, mean_input_tokens: float, mean_output_tokens: float,
+                         mean_cached_tokens: float = 0.0) -> float:
+    """Requests/s one replica completes at most (an estimate, see the module docstring);
+    ``mean_cached_tokens`` of each prompt come from the prefix cache."""
+    computed = mean_input_tokens - mean_cached_tokens
+    held = computed + mean_output_tokens / 2 + block_size / 2
     running = max(1.0, min(max_num_seqs, kv_tokens / held))
     decode_rounds = max(mean_output_tokens - 1, 0.0)
-    per_iteration = max_num_batched_tokens / (decode_rounds + mean_input_tokens)
+    per_iteration = max_num_batched_tokens / (decode_rounds + computed)
     if decode_rounds:
         per_iteration = min(per_iteration, running / decode_rounds)
     decode = per_iteration * decode_rounds
-    prefill = per_iteration * mean_input_tokens
+    prefill = per_iteration * computed
     kv_read = decode * (mean_input_tokens + mean_output_tokens / 2)
-    pairs = kv_read + per_iteration * mean_input_tokens**2 / 2
+    pairs = kv_read + per_iteration * (mean_input_tokens**2 - mean_cached_tokens**2) / 2
     step_s = step_time.step_s(round(prefill), round(decode), round(kv_read), round(pairs))
     return per_iteration / step_s
+
+
+def cached_prompt_tokens(scenario) -> float:
+    """Prompt tokens per request a prefix cache can serve at most: the full blocks of every shared prefix
+    (``workload.shared_prefix``), when ``llm.enable_prefix_caching``; 0 otherwise."""
+    prefix, llm = scenario.workload.shared_prefix, scenario.llm
+    if prefix is None or not llm.enable_prefix_caching:
+        return 0.0
+    return prefix.share * (prefix.tokens // llm.block_size) * llm.block_size

@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 
 from sim.llm.build import LlmSetup, llm_setup
-from sim.llm.capacity import replica_capacity_rps
+from sim.llm.capacity import cached_prompt_tokens, replica_capacity_rps
 from sim.llm.engine import ITERATION_FIELDS, LlmEngine, LlmRecords
 from sim.llm.metrics import token_summary
 from sim.llm.scheduler import Sequences
@@ -88,7 +88,8 @@ def llm_summary(scenario, setup: LlmSetup, requests, iterations, replicas, horiz
     capacity = fleet * replica_capacity_rps(
         setup.step_time, kv_tokens=plan.kv_tokens, block_size=plan.block_size, max_num_seqs=llm.max_num_seqs,
         max_num_batched_tokens=llm.max_num_batched_tokens,
-        mean_input_tokens=float(requests["input_tokens"].mean()), mean_output_tokens=float(requests["output_tokens"].mean()))
+        mean_input_tokens=float(requests["input_tokens"].mean()), mean_output_tokens=float(requests["output_tokens"].mean()),
+        mean_cached_tokens=cached_prompt_tokens(scenario))
     summary = summarize(requests, iterations, replicas, warmup_s=run.warmup_s, horizon_s=horizon_s,
                         slo_latency_s=scenario.slo.latency_s, slo_percentile=scenario.slo.percentile,
                         usd_per_replica_hour=setup.usd_per_replica_hour, offered_rps=mean_rate_rps(

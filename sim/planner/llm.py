@@ -29,7 +29,7 @@ from sim.errors import ScenarioError, bad_value
 from sim.experiments.sweep import grid
 from sim.hardware.gpus import gpu_catalog
 from sim.llm.build import catalog_gpu, llm_setup
-from sim.llm.capacity import replica_capacity_rps
+from sim.llm.capacity import cached_prompt_tokens, replica_capacity_rps
 from sim.llm.memory import fitting_plan
 from sim.models.llm_archs import llm_arch
 from sim.runner import streams
@@ -230,11 +230,12 @@ def llm_replica_capacity_rps(scenario: Scenario) -> float:
     rng = streams(scenario.run.seed, 0)
     n = max(1, min(CAPACITY_SAMPLE, arrival_times(scenario, rng["arrivals"]).size))
     prompt, output = token_counts(scenario, rng["tokens"], n, setup.max_model_len,
-                                  prefix_groups(scenario, rng["prefixes"], n))  # every prompt token: no cache hits
+                                  prefix_groups(scenario, rng["prefixes"], n))
     plan, llm = setup.plan, scenario.llm
     return replica_capacity_rps(setup.step_time, kv_tokens=plan.kv_tokens, block_size=plan.block_size,
                                 max_num_seqs=llm.max_num_seqs, max_num_batched_tokens=llm.max_num_batched_tokens,
-                                mean_input_tokens=float(np.mean(prompt)), mean_output_tokens=float(np.mean(output)))
+                                mean_input_tokens=float(np.mean(prompt)), mean_output_tokens=float(np.mean(output)),
+                                mean_cached_tokens=cached_prompt_tokens(scenario))
 
 
 def llm_space(scenario: Scenario, *, gpus: list[str] | None = None, estimates: bool = True,
