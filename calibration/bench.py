@@ -9,7 +9,7 @@ Order matters and is part of the method (docs/calibration.md):
    serving loop -> ``latency_s`` and ``host_overhead_s``; a forward-only batch -> ``forward_s``),
    each with fresh inputs; the memory high-water mark covers the warm-up and samples of that size.
 3. **Idle sweep** (``calibration/idle_sweep.py``): a batch's slowdown after the server waited for work
-   ``g`` = 0.1..30 ms, waited the way the server waits (``wait``, sim/serving/waiting.py), against the
+   ``g`` = 0.1 ms..0.3 s, waited the way the server waits (``wait``, sim/serving/waiting.py), against the
    same size back to back: the profile's ``idle_response`` and ``dispatch.idle_s``.
 4. **Serving replay**: batch sizes drawn log-uniformly from 1..max with exponential idle gaps
    sized for ``replay_utilisation``, each gap waited the way the server waits for a deadline

@@ -3,7 +3,8 @@
 A back-to-back benchmark keeps the model's weights and the allocator's blocks hot; a served batch that
 starts after its server sat idle for ``g`` can be slower. How much depends on ``g`` (on this project's
 2-core VM, for the validation MLP at batch 1: about 1.0x up to 1 ms, 1.05x at 3 ms, 1.2x at 10 ms,
-1.4-1.8x at 30 ms) and may depend on how the server waited (``--wait``: blocked, or polling on its
+1.4-1.8x at 30 ms; on an H200 the BERT-style encoder 1.41x at 30 ms and more after longer
+idle in served runs) and may depend on how the server waited (``--wait``: blocked, or polling on its
 core), so the sweep waits exactly as the server does, through the server's own
 :class:`calibration.server.Inbox`:
 
@@ -33,7 +34,7 @@ import numpy as np
 from calibration.harness import Harness
 from calibration.server import Clock, Inbox
 
-GAPS_S = (1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2)
+GAPS_S = (1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 0.1, 0.3)  # a GPU at a few requests/s idles 0.1 s and more
 BACK_TO_BACK = 3  # batches right before each gap: the reference its ratio is taken against
 BACK_TO_BACK_S = 50e-6  # below this a served gap is back to back (sim.profiles.speed's first bin edge)
 

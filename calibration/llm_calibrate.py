@@ -41,7 +41,7 @@ from sim.profiles.llm import SCHEMA
 PREFILL_TOKENS = (0, 16, 64, 256)
 DECODE_SEQS = (0, 1, 4, 8, 16, 32)
 CONTEXT_TOKENS = (32, 128, 384)
-IDLE_GAPS_S = (*GAPS_S, 0.1, 0.3, 1.0)  # a replica serving a few requests a second waits 0.1-1 s between them
+IDLE_GAPS_S = (*GAPS_S, 1.0)  # a replica serving a few requests a second waits 0.1-1 s between them
 
 
 @dataclass(frozen=True)

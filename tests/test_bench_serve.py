@@ -47,8 +47,10 @@ def test_a_full_batch_goes_at_once_and_a_lone_request_waits_the_delay():
     # then one request alone: sent when its 30 ms delay has passed.
     requests, batches, loadgen = serve([0.010, 0.011, 0.012, 0.100], max_batch_size=3, max_queue_delay_s=0.030)
     assert batches["size"].tolist() == [3, 1]
-    assert batches["start_s"].iloc[0] == pytest.approx(0.012, abs=0.004)
-    assert batches["start_s"].iloc[1] == pytest.approx(0.130, abs=0.004)
+    # the rules exactly (never early), the time loosely: a busy machine may start a batch late, but a full
+    # batch still goes long before the delay would have sent it (0.010 + 0.030)
+    assert 0.012 <= batches["start_s"].iloc[0] < 0.035
+    assert 0.130 <= batches["start_s"].iloc[1] < 0.160
     assert batches["start_s"].iloc[1] >= loadgen["received_s"].iloc[3] + 0.030
     assert requests["arrival_s"].tolist() == [0.010, 0.011, 0.012, 0.100]  # the schedule, not the release
 

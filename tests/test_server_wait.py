@@ -102,9 +102,11 @@ def test_a_polling_server_follows_the_same_batching_rules():
     config = ServeConfig(model="test-tiny", threads=1, max_batch_size=3, max_queue_delay_s=0.030, wait="poll")
     _, batches, loadgen = frames(run_server(config, arrivals), arrivals)
     assert batches["size"].tolist() == [3, 1]
-    assert batches["start_s"].iloc[0] == pytest.approx(0.012, abs=0.004)
+    # the rules exactly (never early), the time loosely: a busy machine may start a batch late, but a full
+    # batch still goes long before the delay would have sent it (0.010 + 0.030)
+    assert 0.012 <= batches["start_s"].iloc[0] < 0.035
     assert batches["start_s"].iloc[1] >= loadgen["received_s"].iloc[3] + 0.030
-    assert batches["start_s"].iloc[1] == pytest.approx(0.130, abs=0.004)
+    assert 0.130 <= batches["start_s"].iloc[1] < 0.160
 
 
 def test_bench_serve_and_calibrate_record_the_wait(tmp_path, capsys):
@@ -120,10 +122,10 @@ def test_bench_serve_and_calibrate_record_the_wait(tmp_path, capsys):
     jsonschema.validate(doc, SCHEMA)
     assert doc["server"] == {"wait": "poll"} and "--wait" in doc["calibration"]["command"]
     response = doc["idle_response"]
-    assert 4 <= len(response["gaps_s"]) <= 6 and np.all(np.diff(response["gaps_s"]) > 0)
-    # 2 rounds x sizes 1, 4, 16 x 6 gaps, each in the bin of the gap it waited (a late delivery moves it up)
-    assert response["gaps_s"][0] >= 1e-4 and sum(response["counts"]) == 2 * 3 * 6
-    assert all(r > 0 for r in response["ratio"]) and len(doc["dispatch"]["idle_s"]) == 36
+    assert 6 <= len(response["gaps_s"]) <= 8 and np.all(np.diff(response["gaps_s"]) > 0)
+    # 2 rounds x sizes 1, 4, 16 x 8 gaps, each in the bin of the gap it waited (a late delivery moves it up)
+    assert response["gaps_s"][0] >= 1e-4 and sum(response["counts"]) == 2 * 3 * 8
+    assert all(r > 0 for r in response["ratio"]) and len(doc["dispatch"]["idle_s"]) == 48
     assert load_profile(out).raw["server"]["wait"] == "poll"
     for command, args in (("bench-serve", ["--rate", "5", "--out", str(tmp_path / "x")]),
                           ("calibrate", ["--out", str(tmp_path / "x.json")])):

@@ -64,7 +64,7 @@ def register(subparsers) -> None:
                         "the profile records (server.wait): block = blocked until work comes (default); poll = a "
                         "busy loop that never blocks (capsim bench-serve --wait)")
     p.add_argument("--idle-rounds", type=str, metavar="N",
-                   help="rounds of the idle sweep (a batch after waiting 0.1..30 ms for work, against back to back, "
+                   help="rounds of the idle sweep (a batch after waiting 0.1 ms..0.3 s for work, against back to back, "
                         f"at 3 sizes: the profile's idle_response); 0 skips it (default {DEFAULTS['idle_rounds']})")
     p.add_argument("--skip-load", action="store_true",
                    help="do not measure checkpoint read, runtime start and load rate")
