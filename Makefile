@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 PIP := $(PY) -m pip install --disable-pip-version-check -q -c constraints.txt
 
-.PHONY: setup run simulate test test-fast validate validate-training browser-deps bench lint clean
+.PHONY: setup run simulate test test-fast validate validate-training validate-gpu browser-deps bench lint clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -47,6 +47,12 @@ validate: setup
 validate-training: setup
 	$(PY) -m calibration.machine_load $(if $(FORCE),--force)
 	$(PY) scripts/record_training_validation.py $(if $(RECORD),--record)
+
+# Live GPU fidelity, on a CUDA machine: per model a `capsim calibrate --device cuda` and nine `capsim bench-serve
+# --device cuda` runs (about 4 minutes a model) into runs/gpu; then `capsim validate` them against the profile.
+# `make test` judges the committed H200 recording (tests/data/recordings/gpu-h200/). MODELS=NAME:DTYPE,...
+validate-gpu: setup
+	$(PY) scripts/record_validation_gpu.py --out runs/gpu $(if $(MODELS),--models $(MODELS))
 
 bench: setup
 	$(PY) benchmarks/sim_speed.py
