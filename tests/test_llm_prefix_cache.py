@@ -10,8 +10,6 @@ blocks, evicted least recently used first when a block is needed and none is emp
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import pytest
 from test_llm_exact_traces import assert_rows, iteration_table, ms
@@ -219,64 +217,6 @@ def test_compare_shows_what_the_cache_saves(capsys):
     assert float(hits.rstrip(" %")) > 50 and none == "0.0 %"
     with_cache, without = (float(v.split()[0].replace(",", "")) for v in rows["TTFT p50"])
     assert with_cache < 0.5 * without
-
-
-# ---------------------------------------------------------------- routing by prefix
-class _Replica:
-    def __init__(self, index: int, outstanding: int = 0) -> None:
-        self.index, self.outstanding = index, outstanding
-
-
-def test_prefix_affinity_moves_only_the_prefixes_of_a_replica_that_leaves():
-    from sim.serving.routers import PrefixAffinity
-
-    router = PrefixAffinity(np.random.default_rng(0))
-    fleet = [_Replica(k) for k in range(8)]
-    before = {g: router.choose(fleet, g).index for g in range(2000)}
-    assert set(before.values()) == set(range(8))  # every replica owns some prefixes
-    assert max(np.bincount(list(before.values()))) < 2000 / 8 * 1.3  # and about an eighth of them
-    after = {g: router.choose([r for r in fleet if r.index != 3], g).index for g in range(2000)}
-    moved = {g for g in before if before[g] != after[g]}
-    assert moved == {g for g, k in before.items() if k == 3}
-
-
-def test_prefix_affinity_bounds_the_load_of_a_hot_prefix():
-    """Every request of one prefix, none finishing: the prefix's replica takes them until it holds 1.25 ×
-    the mean (the new request counted), then the next in its order, and so on."""
-    from sim.serving.routers import PrefixAffinity
-
-    router = PrefixAffinity(np.random.default_rng(0))
-    fleet = [_Replica(k) for k in range(4)]
-    for m in range(1, 201):
-        router.choose(fleet, 7).outstanding += 1
-        assert max(r.outstanding for r in fleet) <= math.ceil(1.25 * m / 4)
-    assert sum(r.outstanding for r in fleet) == 200 and min(r.outstanding for r in fleet) > 0
-
-
-def fleet_run(router: str, blocks: int):
-    sc = sim.scenario_from_dict({
-        "workload": {"arrivals": {"process": "poisson", "rate_rps": 40},
-                     "input_tokens": {"distribution": "fixed", "tokens": 50},
-                     "output_tokens": {"distribution": "fixed", "tokens": 20},
-                     "shared_prefix": {"tokens": 512, "groups": 8}},
-        "llm": {"model": "llama-2-7b", "num_gpu_blocks_override": blocks, "max_model_len": 1024},
-        "fleet": {"gpu": "H100-SXM", "replicas": 4, "router": router},
-        "run": {"duration_s": 200, "warmup_s": 20}})
-    return sim.run(sc, seed=0).summary
-
-
-def test_routing_by_prefix_keeps_each_replica_s_cache_on_its_own_prefixes():
-    """8 prefixes of 32 blocks over 4 replicas of 200 blocks (about 5 prefixes each): spread round robin,
-    every replica sees all 8 and evicts; routed by prefix, each sees about 2 and keeps them. With room for
-    all 8 everywhere the routers tie (every prompt after a replica's first of each prefix hits)."""
-    tight = {router: fleet_run(router, 200)["prefix_cache_hit_rate"] for router in ("round_robin",
-                                                                                  "prefix_affinity")}
-    print(tight)
-    assert tight["prefix_affinity"] > tight["round_robin"] + 0.2
-    roomy = {router: fleet_run(router, 1000)["prefix_cache_hit_rate"] for router in ("round_robin",
-                                                                                   "prefix_affinity")}
-    assert roomy["prefix_affinity"] == pytest.approx(roomy["round_robin"], abs=0.005)
-    assert roomy["round_robin"] == pytest.approx(512 / 562, abs=0.01)  # the prefix's share of a prompt
 
 
 def test_the_capacity_ceiling_counts_cached_prefixes_as_not_computed():

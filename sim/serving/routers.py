@@ -89,6 +89,29 @@ class PrefixAffinity:
         return next((r for r in ranked if r.outstanding < cap), ranked[0])
 
 
+class LeastKvCache:
+    """The replica with the smallest share of its KV cache in use (a token-level replica's scheduler;
+    ties, and request-level replicas, by fewest outstanding requests): llm-d's KV-cache-utilisation
+    scorer, which steers long sequences away from replicas about to preempt."""
+
+    def __init__(self, rng: np.random.Generator) -> None:
+        self._least = LeastOutstanding(rng)
+
+    def choose(self, replicas):
+        if getattr(replicas[0], "sched", None) is None:
+            return self._least.choose(replicas)
+        n = len(replicas)
+        start = self._least._start % n
+        self._least._start += 1
+        best, low = None, None
+        for k in range(n):
+            r = replicas[(start + k) % n]
+            key = (r.sched.used_blocks / r.sched.total_blocks, r.outstanding)
+            if low is None or key < low:
+                best, low = r, key
+        return best
+
+
 def rendezvous_weight(key: int, replica: int) -> int:
     """A replica's weight for ``key``: a 64-bit mix (splitmix64) of both, the same in every run."""
     z = (key * 0x9E3779B97F4A7C15 + replica * 0xBF58476D1CE4E5B9 + 0x94D049BB133111EB) & MASK64
@@ -105,6 +128,7 @@ ROUTERS = {
     "least_outstanding": LeastOutstanding,
     "power_of_two": PowerOfTwo,
     "prefix_affinity": PrefixAffinity,
+    "least_kv_cache": LeastKvCache,
 }
 
 
