@@ -105,8 +105,19 @@ def test_a_scenario_naming_a_server_token_file_is_refused():
     assert errors and "workload.input_tokens.path = '/etc/passwd'" in errors[0]
 
 
-def test_a_scenario_with_shared_prefixes_says_what_the_cache_served():
+def test_a_scenario_with_shared_prefixes_says_what_the_cache_served_and_the_toggle_turns_it_off(monkeypatch):
+    monkeypatch.setattr(llm, "SWEEP_REQUESTS", 300)
     at = _app("llm", llm_example="llm/chat_system_prompt")
     assert not at.exception and not [e.value for e in at.error]
-    assert any("of the prompt tokens from the prefix cache" in m.value for m in at.markdown), \
-        [m.value for m in at.markdown][:5]
+
+    def served() -> str:
+        return next(m.value for m in at.markdown if "of the prompt tokens from the prefix cache" in m.value)
+
+    assert "0.0 % of the prompt tokens" not in served()
+    ttft = _metric(at, "TTFT p99")
+    sid = whatif.scenario_key(load_scenario("llm/chat_system_prompt"))
+    at.toggle(key=f"{sid}:llm_prefix_cache").set_value(False).run()
+    assert not at.exception and not [e.value for e in at.error]
+    assert "0.0 % of the prompt tokens" in served() and _metric(at, "TTFT p99") != ttft
+    at.selectbox(key=f"{sid}:llm_router").set_value("least_kv_cache").run()
+    assert not at.exception and not [e.value for e in at.error]

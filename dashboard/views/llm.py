@@ -21,6 +21,7 @@ from sim.hardware.gpus import gpu_catalog
 from sim.scenario.keys import updated
 from sim.scenario.load import dump_scenario, load_scenario
 from sim.scenario.model import Scenario
+from sim.serving.routers import ROUTERS
 
 TITLE, ICON, URL = "LLM serving", ":material/forum:", "llm"  # app.py registers the page with these
 
@@ -111,6 +112,15 @@ def _inputs(base: Scenario, sid: str) -> dict[str, Any]:
         put("llm.max_num_seqs", seqs, spec.max_num_seqs)
         put("llm.max_num_batched_tokens", tokens, spec.max_num_batched_tokens)
         put("llm.enable_chunked_prefill", chunked, spec.enable_chunked_prefill)
+        caching = st.toggle("Prefix caching", spec.enable_prefix_caching, key=f"{sid}:llm_prefix_cache",
+                            help="Reuse the cached KV blocks of a shared prompt prefix (workload.shared_prefix); "
+                                 "without shared prefixes it changes nothing.")
+        put("llm.enable_prefix_caching", caching, spec.enable_prefix_caching)
+        routers = list(ROUTERS)
+        router = st.selectbox("Router", routers, index=routers.index(base.fleet.router), key=f"{sid}:llm_router",
+                              help="prefix_affinity: a shared prefix's requests to the replica it hashes to; "
+                                   "least_kv_cache: the replica with the least KV cache in use.")
+        put("fleet.router", router, base.fleet.router)
     return updates
 
 
