@@ -100,18 +100,19 @@ def serve_one_at_a_time(groups: np.ndarray, *, prefix_blocks: int, capacity: int
 
 
 def check_accounting(sched: Scheduler) -> None:
-    """Free + used = the pool; each cached prefix is held by the running sequences that say so; the
+    """Free + used = the pool; each cached entry is held by the running sequences that say so; the
     evictable ones by none, and their blocks are among the free."""
     seqs = sched.seqs
     held = {}
     for i in sched.running:
-        if seqs.shared[i] >= 0:
-            held[seqs.shared[i]] = held.get(seqs.shared[i], 0) + 1
-    assert {g: k for g, k in sched.cached.items() if k} == held
-    assert set(sched.evictable) == {g for g, k in sched.cached.items() if k == 0}
-    in_use = sum(seqs.blocks[i] for i in sched.running) + len(held) * sched.prefix_blocks
+        for key in seqs.held[i]:
+            held[key] = held.get(key, 0) + 1
+    assert {k: n for k, n in sched.refs.items() if n} == held
+    assert set(sched.evictable) == {k for k, n in sched.refs.items() if n == 0}
+    assert sched.evictable_blocks == sum(sched.size[k] for k in sched.evictable)
+    in_use = sum(seqs.blocks[i] for i in sched.running) + sum(sched.size[k] for k in held)
     assert sched.used_blocks == in_use
-    assert sched.free_blocks >= len(sched.evictable) * sched.prefix_blocks  # the empty ones are never negative
+    assert sched.free_blocks >= sched.evictable_blocks  # the empty ones are never negative
     assert sched.used_blocks + sched.free_blocks == sched.total_blocks
 
 

@@ -69,12 +69,17 @@ class LlmEngine(FleetContract):
     """Runs one replication of an llm scenario over given arrivals and token counts."""
 
     def __init__(self, scenario, arrival_s: np.ndarray, seqs: Sequences, step_time, router, *, kv_blocks: int,
-                 sample_interval_s: float, horizon_s: float, stop_s: float = math.inf) -> None:
+                 sample_interval_s: float, horizon_s: float, stop_s: float = math.inf,
+                 next_turn: np.ndarray | None = None, think_s: np.ndarray | None = None) -> None:
         llm = scenario.llm
         self.env = simpy.Environment()
         self.arrival_s = arrival_s
         self._at = arrival_s.tolist()
-        self.n = len(self._at)
+        # Conversations (sim.workload.conversations): a later turn (arrival NaN) comes a think time after the
+        # reply to the one before, if that is before the horizon. ``n`` counts the requests that arrive.
+        self._next_turn = next_turn.tolist() if next_turn is not None else None
+        self._think_s = think_s.tolist() if think_s is not None else None
+        self.n = self._first = int(np.isfinite(arrival_s).sum())
         self.seqs = seqs
         self.step = step_time
         self.router = router
@@ -88,7 +93,7 @@ class LlmEngine(FleetContract):
         self.sample_interval_s = sample_interval_s
         self._start_fleet([LlmReplica(k, Scheduler(seqs, **self._knobs)) for k in range(initial_replicas(scenario))])
         self.finished = 0
-        self._replica_of = [-1] * self.n
+        self._replica_of = [-1] * len(self._at)
         self._log: dict[str, list] = {k: [] for k in ITERATION_FIELDS}
         self._series: dict[str, list[float]] = {k: [] for k in SERIES}
 
@@ -108,7 +113,16 @@ class LlmEngine(FleetContract):
 
     # ------------------------------------------------------------ processes
     def _source(self):
-        yield from replay_arrivals(self.env, self._at, self._arrive)
+        yield from replay_arrivals(self.env, self._at[:self._first], self._arrive)  # the first turns lead
+
+    def _next_turn_after(self, i: int, now: float) -> None:
+        """Request ``i`` was answered at ``now``: its conversation's next turn comes a think time later."""
+        j = self._next_turn[i]
+        if j < 0 or now + self._think_s[j] >= self.horizon_s:
+            return
+        self._at[j] = now + self._think_s[j]
+        self.n += 1
+        self.env.timeout(self._think_s[j]).callbacks.append(lambda _event, j=j: self._arrive(j))
 
     def _sampler(self):
         env, dt, series = self.env, self.sample_interval_s, self._series
@@ -146,7 +160,7 @@ class LlmEngine(FleetContract):
         self._route(i)
 
     def _route(self, i: int) -> None:
-        rep = (self.router.choose(self._ready, self.seqs.prefix_group[i]) if self._keyed
+        rep = (self.router.choose(self._ready, self.seqs.route_key(i)) if self._keyed
                else self.router.choose(self._ready))
         rep.arrived += 1
         rep.outstanding += 1
@@ -182,6 +196,9 @@ class LlmEngine(FleetContract):
         if done:
             rep.outstanding -= len(done)
             self.finished += len(done)
+            if self._next_turn is not None:
+                for i in done:
+                    self._next_turn_after(i, now)
             if self._latency_log is not None:
                 at = self._at
                 self._latency_log.extend((now, now - at[i]) for i in done)
@@ -197,7 +214,7 @@ class LlmEngine(FleetContract):
             if rep.gone_s is None:
                 rep.gone_s = max(end_s, self.horizon_s)
         iterations = {k: np.asarray(v) for k, v in self._log.items()}
-        return LlmRecords(arrival_s=self.arrival_s, seqs=self.seqs,
+        return LlmRecords(arrival_s=np.asarray(self._at, dtype=float), seqs=self.seqs,
                           replica=np.asarray(self._replica_of, dtype=np.int32), iterations=iterations,
                           timeseries={k: np.asarray(v, dtype=float) for k, v in self._series.items()},
                           replicas=self._replicas, horizon_s=self.horizon_s, end_s=end_s)

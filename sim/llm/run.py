@@ -23,6 +23,7 @@ from sim.results.timeline import enrich_timeseries
 from sim.scaling.scaler import attach_autoscaler
 from sim.scenario.model import mean_rate_rps
 from sim.serving.routers import build_router
+from sim.workload.conversations import conversation_turns, turns_per_arrival
 from sim.workload.tokens import prefix_groups, token_counts
 
 ITERATION_COLUMNS = ITERATION_FIELDS[4:]  # after replica, start_s, end_s, size (the batches table's own)
@@ -32,17 +33,27 @@ def run_llm_once(scenario, arrivals: np.ndarray, rng: dict[str, np.random.Genera
                  stop_s: float, interval_s: float):
     """(requests, batches, timeseries, replicas, summary) of one replication; ``batches`` are iterations."""
     setup = llm_setup(scenario)
-    groups = prefix_groups(scenario, rng["prefixes"], arrivals.size)
-    input_tokens, output_tokens = token_counts(scenario, rng["tokens"], arrivals.size, setup.max_model_len, groups)
     prefix = scenario.workload.shared_prefix
+    turns = (conversation_turns(scenario, arrivals, rng, setup.max_model_len)
+             if scenario.workload.conversation is not None else None)
+    if turns is None:
+        groups = prefix_groups(scenario, rng["prefixes"], arrivals.size)
+        input_tokens, output_tokens = token_counts(scenario, rng["tokens"], arrivals.size, setup.max_model_len,
+                                                   groups)
+        conversation = None
+    else:
+        arrivals, input_tokens, output_tokens = turns.arrival_s, turns.input_tokens, turns.output_tokens
+        groups, conversation = turns.prefix_group, turns.conversation.tolist()
     seqs = Sequences(input_tokens.tolist(), output_tokens.tolist(), prefix_group=groups.tolist(),
-                     prefix_tokens=prefix.tokens if prefix is not None and scenario.llm.enable_prefix_caching else 0)
+                     prefix_tokens=prefix.tokens if prefix is not None else 0, conversation=conversation,
+                     prefix_caching=scenario.llm.enable_prefix_caching)
     step_time = seeded_step_time(setup.step_time, rng["service"])  # a calibrated model draws its residuals
     engine = LlmEngine(scenario, arrivals, seqs, step_time, build_router(scenario.fleet.router, rng["routing"]),
                        kv_blocks=setup.plan.kv_blocks, sample_interval_s=interval_s, horizon_s=horizon_s,
-                       stop_s=stop_s)
+                       stop_s=stop_s, next_turn=turns.next_turn if turns is not None else None,
+                       think_s=turns.think_s if turns is not None else None)
     attach_autoscaler(engine, scenario, rng["lifecycle"], setup.weight_load)
-    requests, iterations, timeseries, replicas = llm_frames(engine.run(), setup)
+    requests, iterations, timeseries, replicas = llm_frames(engine.run(), setup, turns)
     timeseries = enrich_timeseries(timeseries, requests, iterations, replicas, scenario, interval_s)
     timeseries["cost_rate_usd_per_h"] = timeseries["billed_replicas"] * setup.usd_per_replica_hour
     timeseries["output_tokens_per_s"] = tokens_per_interval(timeseries["time_s"].to_numpy(), iterations, interval_s)
@@ -50,16 +61,23 @@ def run_llm_once(scenario, arrivals: np.ndarray, rng: dict[str, np.random.Genera
                                                                    horizon_s)
 
 
-def llm_frames(raw: LlmRecords, setup: LlmSetup):
-    """(requests, batches, timeseries, replicas) tables from the engine's records."""
+def llm_frames(raw: LlmRecords, setup: LlmSetup, turns=None):
+    """(requests, batches, timeseries, replicas) tables from the engine's records; with conversations
+    (``turns``) the requests are the turns that came, in arrival order, with their conversation and turn."""
     seqs = raw.seqs
     end = np.asarray(seqs.end_s, dtype=float)
     outcome = np.where(np.isnan(end), UNFINISHED, SERVED).astype(np.int8)
-    requests = token_request_frame(
-        raw.arrival_s, np.asarray(seqs.start_s, dtype=float), np.asarray(seqs.first_token_s, dtype=float), end,
-        raw.replica, np.asarray(seqs.first_batch), outcome, np.asarray(seqs.input_tokens),
-        np.asarray(seqs.output_tokens), np.asarray(seqs.preemptions), np.asarray(seqs.cached_tokens),
-        np.asarray(seqs.prefix_group))
+    columns = [raw.arrival_s, np.asarray(seqs.start_s, dtype=float), np.asarray(seqs.first_token_s, dtype=float),
+               end, raw.replica, np.asarray(seqs.first_batch), outcome, np.asarray(seqs.input_tokens),
+               np.asarray(seqs.output_tokens), np.asarray(seqs.preemptions), np.asarray(seqs.cached_tokens),
+               np.asarray(seqs.prefix_group)]
+    came = np.flatnonzero(np.isfinite(raw.arrival_s))
+    order = came[np.argsort(raw.arrival_s[came], kind="stable")]
+    requests = token_request_frame(*(c[order] for c in columns))
+    requests["conversation"] = turns.conversation[order] if turns is not None else np.full(order.size, -1)
+    requests["turn"] = turns.turn[order] if turns is not None else np.ones(order.size, dtype=np.int64)
+    requests["history_tokens"] = (turns.history_tokens[order] if turns is not None
+                                  else np.zeros(order.size, dtype=np.int64))
     it = raw.iterations
     n = len(it["start_s"])
     iterations = batch_frame(it["replica"], it["start_s"], it["end_s"], it["size"], np.zeros(n, dtype=bool),
@@ -89,11 +107,12 @@ def llm_summary(scenario, setup: LlmSetup, requests, iterations, replicas, horiz
         setup.step_time, kv_tokens=plan.kv_tokens, block_size=plan.block_size, max_num_seqs=llm.max_num_seqs,
         max_num_batched_tokens=llm.max_num_batched_tokens,
         mean_input_tokens=float(requests["input_tokens"].mean()), mean_output_tokens=float(requests["output_tokens"].mean()),
-        mean_cached_tokens=cached_prompt_tokens(scenario))
+        mean_cached_tokens=cached_prompt_tokens(scenario) + (float(requests["history_tokens"].mean())
+                                                             if llm.enable_prefix_caching else 0.0))
     summary = summarize(requests, iterations, replicas, warmup_s=run.warmup_s, horizon_s=horizon_s,
                         slo_latency_s=scenario.slo.latency_s, slo_percentile=scenario.slo.percentile,
                         usd_per_replica_hour=setup.usd_per_replica_hour, offered_rps=mean_rate_rps(
-                            scenario.workload.arrivals), capacity_rps=capacity)
+                            scenario.workload.arrivals) * turns_per_arrival(scenario), capacity_rps=capacity)
     summary.update(token_summary(requests, iterations, replicas, warmup_s=run.warmup_s, horizon_s=horizon_s,
                                  ttft_slo_s=llm.slo.ttft_s, tpot_slo_s=llm.slo.tpot_s,
                                  slo_percentile=llm.slo.percentile, kv_blocks=plan.kv_blocks,

@@ -15,13 +15,18 @@ applies it. Rules (vLLM's, with the differences written down in docs/llm.md):
    chunked prefill an iteration either prefills whole prompts (when any can be admitted) or decodes.
 3. A prefill that completes emits the sequence's next token (its first, unless it is a recompute); a
    sequence is finished when it has emitted its ``output_tokens``.
-4. **Prefix caching** (``prefix_tokens`` > 0: vLLM's automatic prefix caching, at the granularity of
-   a shared prefix). The full blocks of a shared prefix (``prefix_tokens // block_size``) that a sequence
-   has computed are cached once its prefill passes them, and shared: a later sequence with the same
-   prefix starts its prefill after them and holds only its own blocks. A cached prefix no running
-   sequence uses stays in the pool's free blocks, evictable; a block taken from the pool evicts the least
-   recently used such prefix when no empty block is left. Two sequences that miss at the same time each
-   compute their own copy, and only the first is cached (vLLM keeps both).
+4. **Prefix caching** (``prefix_caching``: vLLM's automatic prefix caching, at the granularity of a
+   cached *entry*). A prompt's cacheable beginning is a chain of up to two entries: the full blocks of
+   its shared prefix (``prefix_tokens // block_size``, one entry per prefix group), then, in a
+   conversation, the full blocks of the earlier turns after that prefix (one entry per conversation,
+   grown at the end of each turn to the blocks of its whole context). At admission the chain is
+   followed while its entries are cached: the sequence takes them (it needs blocks only for the rest,
+   and its prefill starts after them). A shared prefix is cached as soon as a sequence's prefill has
+   computed it; a conversation's entry when its turn finishes. An entry no running sequence holds stays
+   in the pool's free blocks, evictable; a block taken from the pool evicts the least recently released
+   entry when no empty block is left (an entry whose chain lost its first link is never found again and
+   ages out). Two sequences that miss the same prefix at once compute it twice, and only the first copy
+   is cached (vLLM keeps both).
 
 Cost grows with events, not tokens: a decoding sequence is not touched each iteration. Its state is
 kept as of the decode round it was last synced at, and it is looked at again only at the rounds where
@@ -41,12 +46,15 @@ class Sequences:
     """Per-request token state and timestamps, as parallel lists indexed by request id."""
 
     def __init__(self, input_tokens: list[int], output_tokens: list[int], prefix_group: list[int] | None = None,
-                 prefix_tokens: int = 0) -> None:
+                 prefix_tokens: int = 0, conversation: list[int] | None = None, prefix_caching: bool = True) -> None:
         n = len(input_tokens)
         self.prefix_group = list(prefix_group) if prefix_group is not None else [-1] * n  # -1: no shared prefix
-        self.prefix_tokens = prefix_tokens  # 0: no prefix caching
-        self.shared = [-1] * n  # the cached prefix whose blocks it holds (-1: none)
+        self.prefix_tokens = prefix_tokens  # tokens of a shared prefix, in front of the prompts that have one
+        self.conversation = list(conversation) if conversation is not None else [-1] * n  # -1: a single request
+        self.prefix_caching = prefix_caching
+        self.held: list[tuple] = [()] * n  # the cached entries whose blocks it holds, in chain order
         self.cached_tokens = [0] * n  # prompt tokens taken from the prefix cache, over its admissions
+
         self.input_tokens = list(input_tokens)
         self.output_tokens = list(output_tokens)
         self.target = list(input_tokens)  # tokens the current prefill computes (prompt + tokens already emitted)
@@ -62,6 +70,11 @@ class Sequences:
         self.end_s = [math.nan] * n
         self.first_batch = [0] * n  # sequences in the iteration that first scheduled it
         self.preemptions = [0] * n
+
+    def route_key(self, i: int) -> int:
+        """What a prefix-aware router places ``i`` by: its conversation, else its shared prefix (-1: none)."""
+        c = self.conversation[i]
+        return 2 * c + 1 if c >= 0 else (2 * self.prefix_group[i] if self.prefix_group[i] >= 0 else -1)
 
 
 @dataclass
@@ -99,9 +112,12 @@ class Scheduler:
         self._grow_at: dict[int, list[tuple[int, int]]] = {}  # round -> (request, generation) needing a block
         self._finish_at: dict[int, list[tuple[int, int]]] = {}  # round -> (request, generation) finishing
         self._admissions = 0
-        self.prefix_blocks = seqs.prefix_tokens // block_size  # full blocks of a shared prefix: what is cached
-        self.cached: dict[int, int] = {}  # prefix group -> running sequences holding its cached blocks
-        self.evictable: OrderedDict[int, None] = OrderedDict()  # cached prefixes no one holds, least recent first
+        self.caching = seqs.prefix_caching
+        self.prefix_blocks = seqs.prefix_tokens // block_size if self.caching else 0  # a shared prefix's entry
+        self.size: dict[tuple, int] = {}  # cached entry -> its blocks
+        self.refs: dict[tuple, int] = {}  # cached entry -> running sequences holding it
+        self.evictable: OrderedDict[tuple, None] = OrderedDict()  # entries no one holds, least recent first
+        self.evictable_blocks = 0
 
     # ------------------------------------------------------------ state
     def add(self, i: int) -> None:
@@ -117,35 +133,57 @@ class Scheduler:
 
     @property
     def cached_blocks(self) -> int:
-        """Blocks holding cached prefixes, in use or evictable."""
-        return len(self.cached) * self.prefix_blocks
+        """Blocks of cached entries, held or evictable."""
+        return sum(self.size.values())
 
     def _take(self, n: int) -> None:
-        """Take ``n`` of the free blocks (``n`` ≤ free), evicting least recently used cached prefixes while
-        too few free blocks are empty."""
-        empty = self.free_blocks - len(self.evictable) * self.prefix_blocks
+        """Take ``n`` of the free blocks (``n`` ≤ free), evicting the least recently released cached entries
+        while too few free blocks are empty."""
+        empty = self.free_blocks - self.evictable_blocks
         while empty < n:
-            group, _ = self.evictable.popitem(last=False)
-            del self.cached[group]
-            empty += self.prefix_blocks
+            key, _ = self.evictable.popitem(last=False)
+            freed = self.size.pop(key)
+            del self.refs[key]
+            self.evictable_blocks -= freed
+            empty += freed
         self.free_blocks -= n
 
+    def _hold(self, i: int, key: tuple) -> None:
+        """``i`` holds the cached entry ``key``: an evictable one leaves the free blocks."""
+        if not self.refs[key]:
+            del self.evictable[key]
+            self.evictable_blocks -= self.size[key]
+            self.free_blocks -= self.size[key]
+        self.refs[key] += 1
+        self.seqs.held[i] += (key,)
+
     def _release(self, i: int) -> None:
-        """Give back the blocks ``i`` holds: its own, and its hold on a cached prefix."""
+        """Give back the blocks ``i`` holds: its own, and its holds on cached entries."""
         seqs = self.seqs
         self.free_blocks += seqs.blocks[i]
         seqs.blocks[i] = 0
-        group = seqs.shared[i]
-        if group >= 0:
-            seqs.shared[i] = -1
-            self.cached[group] -= 1
-            if not self.cached[group]:
-                self.evictable[group] = None
-                self.free_blocks += self.prefix_blocks
+        for key in seqs.held[i]:
+            self.refs[key] -= 1
+            if not self.refs[key]:
+                self.evictable[key] = None
+                self.evictable_blocks += self.size[key]
+                self.free_blocks += self.size[key]
+        seqs.held[i] = ()
 
     def _held(self, i: int) -> int:
-        """Blocks covering ``i``'s KV: its own and those of the cached prefix it holds."""
-        return self.seqs.blocks[i] + (self.prefix_blocks if self.seqs.shared[i] >= 0 else 0)
+        """Blocks covering ``i``'s KV: its own and those of the cached entries it holds."""
+        return self.seqs.blocks[i] + sum(self.size[k] for k in self.seqs.held[i])
+
+    def _chain(self, i: int) -> list[tuple]:
+        """The cache entries a prompt of ``i`` starts with, in order: its shared prefix, its conversation."""
+        if not self.caching:
+            return []
+        seqs, chain = self.seqs, []
+        if self.prefix_blocks and seqs.prefix_group[i] >= 0:
+            chain.append(("prefix", seqs.prefix_group[i]))
+        if seqs.conversation[i] >= 0:
+            chain.append(("conversation", seqs.conversation[i]))
+        return chain
 
     # ------------------------------------------------------------ forming an iteration
     def schedule(self, now: float) -> Iteration | None:
@@ -198,22 +236,21 @@ class Scheduler:
         while waiting and budget > 0 and len(running) < self.max_seqs:
             i = waiting[0]
             need = blocks_for(seqs.target[i], self.block_size)
-            group = seqs.prefix_group[i] if self.prefix_blocks else -1
-            hit = group in self.cached  # its prefix's blocks are cached: computed, not to compute again
-            pinned = hit and group in self.evictable  # they leave the free blocks while it holds them
-            if hit:
-                need -= self.prefix_blocks
-            if need + (self.prefix_blocks if pinned else 0) > self.free_blocks or (
-                    whole and seqs.target[i] - (self.prefix_blocks * self.block_size if hit else 0) > budget):
+            hits = []  # the cached entries its prompt starts with: computed, not to compute again
+            for key in self._chain(i):
+                if key not in self.size:
+                    break
+                hits.append(key)
+            cached = sum(self.size[k] for k in hits)
+            pinned = sum(self.size[k] for k in hits if not self.refs[k])  # they leave the free blocks
+            need -= cached
+            if need + pinned > self.free_blocks or (whole and seqs.target[i] - cached * self.block_size > budget):
                 break
             waiting.popleft()
-            if hit:
-                if pinned:
-                    del self.evictable[group]
-                    self.free_blocks -= self.prefix_blocks
-                self.cached[group] += 1
-                seqs.shared[i] = group
-                seqs.done[i] = self.prefix_blocks * self.block_size
+            for key in hits:
+                self._hold(i, key)
+            if cached:
+                seqs.done[i] = cached * self.block_size
                 seqs.cached_tokens[i] += seqs.done[i]
             self._take(need)
             seqs.blocks[i] = need
@@ -290,7 +327,7 @@ class Scheduler:
         cached_upto = self.prefix_blocks * self.block_size
         for i, c in it.chunks:
             seqs.done[i] += c
-            if cached_upto and seqs.done[i] - c < cached_upto <= seqs.done[i]:
+            if cached_upto and seqs.done[i] - c < cached_upto <= seqs.done[i] and seqs.prefix_group[i] >= 0:
                 self._cache_prefix(i)
             if seqs.done[i] == seqs.target[i]:
                 self._prefilled(i, now, finished)
@@ -299,12 +336,34 @@ class Scheduler:
     def _cache_prefix(self, i: int) -> None:
         """``i`` has computed the full blocks of its shared prefix: cache them, held by ``i``, unless that
         prefix is cached already (its own copy then stays its own)."""
-        seqs, group = self.seqs, self.seqs.prefix_group[i]
-        if group < 0 or group in self.cached or seqs.shared[i] >= 0:
+        key = ("prefix", self.seqs.prefix_group[i])
+        if key in self.size or key in self.seqs.held[i]:
             return
-        self.cached[group] = 1
-        seqs.shared[i] = group
-        seqs.blocks[i] -= self.prefix_blocks
+        self._cache_own(i, key, self.prefix_blocks)
+
+    def _cache_own(self, i: int, key: tuple, blocks: int) -> None:
+        """``blocks`` of ``i``'s own blocks become the cached entry ``key``, held by ``i``."""
+        self.size[key], self.refs[key] = blocks, 1
+        self.seqs.held[i] += (key,)
+        self.seqs.blocks[i] -= blocks
+
+    def _cache_conversation(self, i: int) -> None:
+        """A conversation's turn finished: the full blocks of its context after the shared prefix become the
+        conversation's entry (grown from the one it held), for its next turn. Not when its chain is broken
+        (its shared prefix is its own copy, not the cached one)."""
+        seqs = self.seqs
+        key, chain = ("conversation", seqs.conversation[i]), self._chain(i)
+        if not chain or chain[-1] != key or any(k not in seqs.held[i] for k in chain[:-1]):
+            return
+        prefix = self.prefix_blocks if len(chain) == 2 else 0
+        full = (seqs.input_tokens[i] + seqs.output_tokens[i] - 1) // self.block_size - prefix
+        if key in seqs.held[i]:
+            grow = full - self.size[key]
+            if grow > 0:
+                self.size[key] = full
+                seqs.blocks[i] -= grow
+        elif key not in self.size and full > 0:
+            self._cache_own(i, key, full)
 
     def _prefilled(self, i: int, now: float, finished: list[int]) -> None:
         seqs = self.seqs
@@ -327,6 +386,8 @@ class Scheduler:
     def _finish(self, i: int, now: float, finished: list[int]) -> None:
         seqs = self.seqs
         del self.running[i]
+        if self.caching and seqs.conversation[i] >= 0:
+            self._cache_conversation(i)
         self._release(i)
         seqs.end_s[i] = now
         finished.append(i)

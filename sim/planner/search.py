@@ -44,6 +44,7 @@ from sim.scenario.model import Scenario
 from sim.serving.capacity import fleet_capacity_rps
 from sim.serving.service import build_service
 from sim.workload.arrivals import arrival_times
+from sim.workload.conversations import turns_per_arrival
 
 SEARCHES = ("grid", "bisect", "optuna")
 DEFAULT_BATCH_SIZES = (1, 4, 8, 16, 32, 64)
@@ -334,10 +335,11 @@ def plan(scenario: Scenario, space: Space, runner: Evaluator, search: str = "gri
 
 # ---------------------------------------------------------------- bisection on the per-replica rate
 def offered_rate_rps(scenario: Scenario) -> float:
-    """Mean arrival rate of the scenario's traffic (replication 0 of its seed, over the horizon)."""
+    """Mean request rate of the scenario's traffic (replication 0 of its seed, over the horizon; with
+    conversations, each arrival brings ``mean_turns`` requests)."""
     times = arrival_times(scenario, streams(scenario.run.seed, 0)["arrivals"])
     horizon = scenario.run.duration_s or float(times[-1])
-    return times.size / horizon if times.size else 0.0
+    return times.size * turns_per_arrival(scenario) / horizon if times.size else 0.0
 
 
 def replica_capacity_rps(scenario: Scenario) -> float:

@@ -67,6 +67,17 @@ class SharedPrefix(Section):
                           "has weight k^-zipf_s; 0 = all equally likely.")
 
 
+class Conversation(Section):
+    """Multi-turn chat: each arrival of ``workload.arrivals`` starts a conversation whose later turns come
+    one think time after the reply to the previous one (closed loop), each prompt carrying the whole
+    conversation so far: what a prefix cache reuses turn after turn."""
+
+    mean_turns: float = Field(ge=1, le=1000, description="Turns per conversation on average: geometric, each turn "
+                              "followed by another with probability 1 − 1/mean_turns (1: single requests).")
+    think_time_s: PositiveFloat = Field(description="Time from a reply to the user's next turn, exponential with "
+                                        "this mean, seconds.")
+
+
 TokenLengths = Annotated[FixedTokens | LognormalTokens | EmpiricalTokens | TraceTokens,
                          Field(discriminator="distribution")]
 TOKEN_DISTRIBUTIONS = union_tags(TokenLengths, "distribution")
@@ -194,6 +205,8 @@ def llm_problem(scenario) -> str | None:
     if llm is None:
         if work.shared_prefix is not None:
             return "workload.shared_prefix: shared prompt prefixes need an llm section (token-level serving)"
+        if work.conversation is not None:
+            return "workload.conversation: multi-turn conversations need an llm section (token-level serving)"
         if scenario.service is None:
             return "service: missing required key (or an llm section, for token-level LLM serving)"
         if tokens:

@@ -16,7 +16,7 @@ from pydantic import Field, field_validator, model_validator
 
 from sim.scenario.architectures import Offline, Streaming, architecture_problem
 from sim.scenario.base import NonNegFloat, PositiveFloat, Section, union_tags
-from sim.scenario.llm import Llm, SharedPrefix, TokenLengths, llm_problem
+from sim.scenario.llm import Conversation, Llm, SharedPrefix, TokenLengths, llm_problem
 from sim.scenario.online import Cache, Edge, Failures, Overlap, online_problem
 from sim.scenario.scaling import Autoscaler, ColdStart, Static
 from sim.serving.routers import ROUTERS
@@ -117,6 +117,9 @@ class Workload(Section):
     shared_prefix: SharedPrefix | None = Field(default=None, description="llm scenarios: prompts that start with "
                                                "one of a few shared prefixes (reused by the prefix cache); none: "
                                                "every prompt is its own.")
+    conversation: Conversation | None = Field(default=None, description="llm scenarios: multi-turn chat; each "
+                                              "arrival starts a conversation, input_tokens is each turn's new "
+                                              "message; none: every request stands alone.")
 
 
 # ---------------------------------------------------------------- service

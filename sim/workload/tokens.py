@@ -35,14 +35,21 @@ def token_counts(scenario, rng: np.random.Generator, n: int, max_model_len: int,
     """(input_tokens, output_tokens) of ``n`` requests, in arrival order, checked against ``max_model_len``;
     a request with a shared prefix (``prefix_group`` ≥ 0, :func:`prefix_groups`) has its tokens in front."""
     work = scenario.workload
+    counts = list(draw_token_counts(scenario, rng, n))
+    if prefix_group is not None and work.shared_prefix is not None:
+        counts[0] = counts[0] + np.where(prefix_group >= 0, work.shared_prefix.tokens, 0)
+    check_lengths(*counts, max_model_len)
+    return counts[0], counts[1]
+
+
+def draw_token_counts(scenario, rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """(input_tokens, output_tokens) drawn for ``n`` requests, unchecked (:func:`token_counts` checks them)."""
+    work = scenario.workload
     rng_in, rng_out = rng.spawn(2)
     counts = []
     for key, spec, child in (("input_tokens", work.input_tokens, rng_in), ("output_tokens", work.output_tokens,
                                                                           rng_out)):
         counts.append(TOKEN_SOURCES[spec.distribution](spec, child, n, scenario, key).astype(np.int64))
-    if prefix_group is not None and work.shared_prefix is not None:
-        counts[0] = counts[0] + np.where(prefix_group >= 0, work.shared_prefix.tokens, 0)
-    check_lengths(*counts, max_model_len)
     return counts[0], counts[1]
 
 
