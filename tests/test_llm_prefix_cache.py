@@ -140,15 +140,19 @@ def test_the_hit_ratio_agrees_with_lru_theory(groups, capacity, zipf_s):
 
 
 def test_blocks_add_up_under_preemption_pressure():
-    """Many sequences with a few prefixes on a pool too small for them all: preemptions happen, the
-    accounting holds after every iteration, every sequence finishes, and the cache is all free at the end."""
+    """Many sequences with a few prefixes, half of them turns of a few conversations (in no order: the
+    cache must stay consistent whatever it is given), on a pool too small for them all: preemptions happen,
+    the accounting holds after every iteration, every sequence finishes, and the cache is all free at the
+    end."""
     rng = np.random.default_rng(3)
     n = 300
     groups = np.where(rng.random(n) < 0.8, rng.integers(0, 5, n), -1)
     prefix = 24
     inputs = rng.integers(1, 40, n) + np.where(groups >= 0, prefix, 0)
     outputs = rng.integers(1, 60, n)
-    seqs = Sequences(inputs.tolist(), outputs.tolist(), prefix_group=groups.tolist(), prefix_tokens=prefix)
+    conversations = np.where(rng.random(n) < 0.5, rng.integers(0, 20, n), -1)  # turns of 20 conversations
+    seqs = Sequences(inputs.tolist(), outputs.tolist(), prefix_group=groups.tolist(), prefix_tokens=prefix,
+                     conversation=conversations.tolist())
     sched = Scheduler(seqs, max_num_seqs=32, max_num_batched_tokens=128, block_size=8, kv_blocks=60)
     now, arrivals, next_arrival = 0.0, np.sort(rng.uniform(0, 30, n)), 0
     while next_arrival < n or sched.has_work():
@@ -162,7 +166,7 @@ def test_blocks_add_up_under_preemption_pressure():
             check_accounting(sched)
     assert all(e == e for e in seqs.end_s), "a sequence did not finish"
     assert sum(seqs.preemptions) > 0, "no preemption: the pool was not small enough to test under pressure"
-    assert sum(seqs.cached_tokens) > 0
+    assert sum(seqs.cached_tokens) > 0 and any(k[0] == "conversation" for k in sched.size)
     assert sched.used_blocks == 0 and sched.free_blocks == sched.total_blocks
 
 

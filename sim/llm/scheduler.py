@@ -236,12 +236,12 @@ class Scheduler:
         while waiting and budget > 0 and len(running) < self.max_seqs:
             i = waiting[0]
             need = blocks_for(seqs.target[i], self.block_size)
-            hits = []  # the cached entries its prompt starts with: computed, not to compute again
+            hits, cached = [], 0  # the cached entries its prompt starts with: computed, not to compute again
             for key in self._chain(i):
-                if key not in self.size:
-                    break
+                if key not in self.size or (cached + self.size[key]) * self.block_size >= seqs.target[i]:
+                    break  # not cached, or more than the prompt (at least its last token is computed)
                 hits.append(key)
-            cached = sum(self.size[k] for k in hits)
+                cached += self.size[key]
             pinned = sum(self.size[k] for k in hits if not self.refs[k])  # they leave the free blocks
             need -= cached
             if need + pinned > self.free_blocks or (whole and seqs.target[i] - cached * self.block_size > budget):
