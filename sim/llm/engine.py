@@ -139,25 +139,11 @@ class LlmEngine(FleetContract):
                    sum(r.sched.used_blocks / r.sched.total_blocks for r in ready) / len(ready) if ready else 0.0)
             for key, value in zip(SERIES, row):
                 series[key].append(value)
-            if self.finished >= self.n and env.now >= self.horizon_s:
-                if self._scaler is not None:
-                    self._scaler.stop()
-                return
-            if env.now >= self.stop_s:
-                if self._scaler is not None:
-                    self._scaler.stop()
-                self._halt.succeed()
+            if self._sampling_over():
                 return
             yield env.timeout(min(dt, self.stop_s - env.now))
 
     # ------------------------------------------------------------ events
-    def _arrive(self, i: int) -> None:
-        if not self._ready:
-            self._held.append(i)
-            if self._scaler is not None:
-                self._scaler.on_empty()
-            return
-        self._route(i)
 
     def _route(self, i: int) -> None:
         rep = (self.router.choose(self._ready, self.seqs.route_key(i)) if self._keyed

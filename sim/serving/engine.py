@@ -140,7 +140,8 @@ class FleetContract:
     monitor and the scalers: the replicas, which take traffic, and the drain. An engine sets the fields
     in :meth:`_start_fleet`, makes its own replicas in :meth:`_new_replica`, routes in ``_route``, counts a
     replica's work in ``outstanding``, and has the processes ``_source`` and ``_sampler`` and the
-    ``_records`` that :meth:`run` returns."""
+    ``_records`` that :meth:`run` returns; ``n``, ``finished``, ``horizon_s``, ``stop_s`` and the ``_halt``
+    event tell :meth:`_sampling_over` when the run ends."""
 
     env: simpy.Environment
 
@@ -158,6 +159,29 @@ class FleetContract:
 
     def _route(self, i: int) -> None:
         raise NotImplementedError
+
+    def _arrive(self, i: int) -> None:
+        if not self._ready:  # scaled to zero or all replicas gone: held at the activator
+            self._held.append(i)
+            if self._scaler is not None:
+                self._scaler.on_empty()
+            return
+        self._route(i)
+
+    def _sampling_over(self) -> bool:
+        """After a sample: whether the run is over, every request finished past the horizon, or the drain
+        limit reached (what is still queued or running is unfinished; the run halts)."""
+        env = self.env
+        if self.finished >= self.n and env.now >= self.horizon_s:
+            if self._scaler is not None:
+                self._scaler.stop()
+            return True
+        if env.now >= self.stop_s:
+            if self._scaler is not None:
+                self._scaler.stop()
+            self._halt.succeed()
+            return True
+        return False
 
     def replicas(self) -> tuple[Replica, ...]:
         """Every replica so far, starting, ready, draining or gone (read-only view)."""
@@ -350,26 +374,11 @@ class Engine(FleetContract):
             series["desired_replicas"].append(self._scaler.desired if self._scaler else len(replicas))
             series["billed_replicas"].append(len(live))
             series["held"].append(len(self._held))
-            if self.finished >= self.n and env.now >= self.horizon_s:
-                if self._scaler is not None:
-                    self._scaler.stop()
-                return
-            if env.now >= self.stop_s:  # the drain limit: what is still queued or running is unfinished
-                if self._scaler is not None:
-                    self._scaler.stop()
-                self._halt.succeed()
+            if self._sampling_over():
                 return
             yield env.timeout(min(dt, self.stop_s - env.now))
 
     # ------------------------------------------------------------ events
-    def _arrive(self, i: int) -> None:
-        if not self._ready:  # scaled to zero or all replicas gone: held at the activator
-            self._held.append(i)
-            if self._scaler is not None:
-                self._scaler.on_empty()
-            return
-        self._route(i)
-
     def _route(self, i: int) -> None:
         policy = self.policy
         if policy.timeout_s is not None:
