@@ -131,11 +131,6 @@ class Scheduler:
     def used_blocks(self) -> int:
         return self.total_blocks - self.free_blocks
 
-    @property
-    def cached_blocks(self) -> int:
-        """Blocks of cached entries, held or evictable."""
-        return sum(self.size.values())
-
     def _take(self, n: int) -> None:
         """Take ``n`` of the free blocks (``n`` ≤ free), evicting the least recently released cached entries
         while too few free blocks are empty."""
