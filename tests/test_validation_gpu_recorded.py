@@ -12,12 +12,14 @@ tolerance on every run at <= 85% measured load, and a wrong batching rule misses
 measurements apart from the run (the back-to-back calibration, a request log of another run, the other
 runs) are printed per run and held to the counts docs/validation.md publishes, so a change that
 predicts fewer runs fails; the counts are far from the target (issue #13), and the printed figures say
-where.
+where. Publish the figures (docs/validation/gpu/: per model and mode validation.json and QQ plots) with
+    CAPSIM_VALIDATION_OUT=docs/validation/gpu .venv/bin/python -m pytest tests/test_validation_gpu_recorded.py
 """
 
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -26,6 +28,7 @@ from validation_checks import (
     WRONG_RULES,
     check_run_recorded_every_request,
     outside,
+    publish,
     validate_all_modes,
     wrong_rule_replays,
 )
@@ -60,10 +63,12 @@ def profile_of(model: str) -> Path:
 def suites(tmp_path_factory) -> dict:
     """Per model: ``capsim validate`` four ways, and with a profile made by ``capsim profile from-log`` of one
     run's request log over the back-to-back profile (the run itself left out of the judging)."""
-    out = {}
+    out, target = {}, os.environ.get("CAPSIM_VALIDATION_OUT")
     for model in MODELS:
         work = tmp_path_factory.mktemp(f"gpu-{model}")
-        reports = validate_all_modes(runs_of(model), profile_of(model), work, REPLICATIONS, SEED)
+        reports = validate_all_modes(runs_of(model), profile_of(model), work, REPLICATIONS, SEED, plot=bool(target))
+        if target:
+            publish(work, profile_of(model), runs_of(model), Path(target) / model)
         from_log = work / "from-log.json"
         assert capsim_main(["profile", "from-log", str(RECORDING / model / LOG_RUN / "requests.parquet"), "--base",
                             str(profile_of(model)), "--max-batch-size", "32", "--out", str(from_log)]) == 0
