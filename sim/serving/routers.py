@@ -37,7 +37,7 @@ class LeastOutstanding:
     def __init__(self, rng: np.random.Generator) -> None:
         self._start = 0
 
-    def choose(self, replicas):
+    def choose(self, replicas):  # lowest(replicas, outstanding), written out: the request engine's hot path
         n = len(replicas)
         start = self._start % n
         self._start += 1
@@ -48,6 +48,13 @@ class LeastOutstanding:
             if r.outstanding < low:
                 best, low = r, r.outstanding
         return best
+
+    def lowest(self, replicas, key):
+        """The replica with the smallest ``key(replica)``, ties to the first from the rotating scan start."""
+        n = len(replicas)
+        start = self._start % n
+        self._start += 1
+        return min((replicas[(start + k) % n] for k in range(n)), key=key)
 
 
 class PowerOfTwo:
@@ -100,16 +107,7 @@ class LeastKvCache:
     def choose(self, replicas):
         if getattr(replicas[0], "sched", None) is None:
             return self._least.choose(replicas)
-        n = len(replicas)
-        start = self._least._start % n
-        self._least._start += 1
-        best, low = None, None
-        for k in range(n):
-            r = replicas[(start + k) % n]
-            key = (r.sched.used_blocks / r.sched.total_blocks, r.outstanding)
-            if low is None or key < low:
-                best, low = r, key
-        return best
+        return self._least.lowest(replicas, lambda r: (r.sched.used_blocks / r.sched.total_blocks, r.outstanding))
 
 
 def rendezvous_weight(key: int, replica: int) -> int:
