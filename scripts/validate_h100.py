@@ -4,7 +4,8 @@ Per set (MLP, BERT, BERT prewarmed): calibrate ``capsim profile from-log``'s reg
 back-to-back profile, predict every other run through ``sim.run`` (sim/validation/h100.py), and print the
 per-run table with the two baselines (the back-to-back profile alone; ``capsim profile from-run``'s level
 model of the same run) and the counts within tolerance at peak load <= 85%. ``--seeds`` adds the model's
-counts under other seeds (how much of a count is chance).
+counts under other seeds (how much of a count is chance). Then the split-half agreement of the same runs: the
+real server's first half as a prediction of its second, and the same for a stationary simulated server.
 
     .venv/bin/python scripts/validate_h100.py [--cal 3] [--replications 4] [--seeds 0,1,2,3,4] [--out DIR]
 """
@@ -43,6 +44,13 @@ def main() -> int:
             totals[how] = [a + b for a, b in zip(totals[how], counts)]
             print(f"{how}: p50 {counts[0]}/{counts[2]}, p99 {counts[1]}/{counts[2]}")
     print("\nall sets: " + "; ".join(f"{how} p50 {t[0]}/{t[2]}, p99 {t[1]}/{t[2]}" for how, t in totals.items()))
+    halves = {how: [0, 0, 0] for how in ("real_halves", "stationary_halves")}
+    for name in h100.SETS:
+        rows = h100.repeatability(name, work / f"{name}-halves", cal=args.cal)
+        everything[f"{name}-halves"] = rows
+        for how in halves:
+            halves[how] = [a + b for a, b in zip(halves[how], h100.counts(rows, how))]
+    print("split halves: " + "; ".join(f"{how} p50 {t[0]}/{t[2]}, p99 {t[1]}/{t[2]}" for how, t in halves.items()))
     for seed in [int(s) for s in args.seeds.split(",") if s.strip()]:
         total = [0, 0, 0]
         for name in h100.SETS:

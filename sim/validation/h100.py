@@ -163,6 +163,42 @@ def leave_one_out(name: str, work: Path, *, replications: int = 4, seed: int = 0
     return rows
 
 
+def split_half(requests: pd.DataFrame, batches: pd.DataFrame) -> dict:
+    """A run's second half against its first (split at the median arrival): the relative errors the first
+    half would have as a prediction of the second. Same server, settings, process and minute, so no
+    prediction made from elsewhere can expect to do better than this agreement."""
+    cut = float(requests["arrival_s"].median())
+    halves = []
+    for part in (requests[requests["arrival_s"] < cut], requests[requests["arrival_s"] >= cut]):
+        served_in = batches[(batches["start_s"] >= part["start_s"].min()) & (batches["start_s"] <= part["start_s"].max())]
+        halves.append(figures(part, served_in))
+    first, second = halves
+    return {k: first[k] / second[k] - 1 for k in KEYS}
+
+
+def repeatability(name: str, work: Path, *, seed: int = 0, cal: int = CALIBRATION_RUN,
+                  folder: Path = DATA) -> list[dict]:
+    """Per run of set ``name`` that :func:`leave_one_out` predicts (all but ``cal``), the split-half agreement (:func:`split_half`) of the real server
+    (``error["real_halves"]``) and of a stationary simulated server on the same arrivals and batching
+    (``error["stationary_halves"]``: the back-to-back profile, one replication), whose halves differ by
+    sampling alone. Where the real halves disagree more than the stationary ones, the server's own speed
+    moved within the run: the run-to-run variation a prediction's tolerance has to absorb."""
+    all_runs = runs(name, folder)
+    work.mkdir(parents=True, exist_ok=True)
+    base_path = write_profile(base_profile_doc(name, folder), work / f"{name}-back-to-back.json")
+    rows = []
+    for target in all_runs:
+        if target.index == cal:
+            continue
+        run = bench_run(target)
+        result, _ = simulate(run, base_path, work / "sim", 1, seed)
+        rows.append({"run": target.key, "B": int(target.settings["B"]), "load": target.peak_load,
+                     "judged": target.judged,
+                     "error": {"real_halves": split_half(run.requests, run.batches),
+                               "stationary_halves": split_half(result.requests, result.batches)}})
+    return rows
+
+
 def _figures(run: BenchRun, profile: Path, work: Path, replications: int, seed: int, warmed_up: bool = True) -> dict:
     _, pooled = simulate(run, profile, work / "sim", replications, seed, warmed_up=warmed_up)
     return {k: pooled[k] for k in KEYS}
