@@ -94,10 +94,28 @@ def grid_tensor_parallel(scenario: Scenario, most: int = 3) -> list[int]:
     return options[lo:lo + most]
 
 
-def replica_grid_updates(replicas: list[int], tensor_parallel: list[int]) -> list[dict[str, Any]]:
-    """Static fleets of each replica count at each TP degree."""
+def replica_grid_updates(scenario: Scenario, replicas: list[int], tensor_parallel: list[int]) -> list[dict[str, Any]]:
+    """Static fleets of each replica count at each TP degree; disaggregated, each decode pool size beside
+    the scenario's prefill pool."""
+    if scenario.llm.disaggregation is not None:
+        return [{"llm.disaggregation.decode_replicas": n, "llm.tensor_parallel": tp}
+                for tp in tensor_parallel for n in replicas]
     return [{"fleet.replicas": n, "llm.tensor_parallel": tp, "autoscaler": {"type": "static"}}
             for tp in tensor_parallel for n in replicas]
+
+
+def default_pools(scenario: Scenario) -> tuple[int, int]:
+    """Prefill and decode replicas a mixed fleet splits into when first separated: half each (one at least)."""
+    n = scenario.fleet.replicas
+    return max(1, n // 2), max(1, n - n // 2)
+
+
+def pools_section(scenario: Scenario, prefill: int, decode: int) -> dict[str, Any]:
+    """``llm.disaggregation`` with these pool sizes, keeping the scenario's copy settings (or the defaults)."""
+    from sim.scenario.llm import Disaggregation
+
+    pools = scenario.llm.disaggregation or Disaggregation(prefill_replicas=prefill, decode_replicas=decode)
+    return {**pools.model_dump(mode="json"), "prefill_replicas": prefill, "decode_replicas": decode}
 
 
 def knob_values(scenario: Scenario, key: str) -> list[int]:

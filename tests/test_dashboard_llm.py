@@ -121,3 +121,29 @@ def test_a_scenario_with_shared_prefixes_says_what_the_cache_served_and_the_togg
     assert "0.0 % of the prompt tokens" in served() and _metric(at, "TTFT p99") != ttft
     at.selectbox(key=f"{sid}:llm_router").set_value("least_kv_cache").run()
     assert not at.exception and not [e.value for e in at.error]
+
+
+def test_separate_prefill_and_decode_replicas_from_the_sidebar(monkeypatch):
+    """The chat example's 2 mixed replicas split into 1 prefill + 1 decode (the same GPUs and cost, other
+    latencies), then 2 + 1; the replica chart sweeps the decode pool; switched back, its mixed fleet again."""
+    monkeypatch.setattr(llm, "SWEEP_REQUESTS", 300)
+    at = _app("llm", capsim_baseline=_chat_loaded())
+    sid = _sid()
+    tpot = _metric(at, "TPOT p99")
+    at.toggle(key=f"{sid}:llm_disagg").set_value(True).run()
+    assert not at.exception and not [e.value for e in at.error]
+    assert at.number_input(key=f"{sid}:llm_prefill").value == 1 and at.number_input(key=f"{sid}:llm_decode").value == 1
+    assert _metric(at, "Cost per hour") == "$24.58/h" and _metric(at, "TPOT p99") != tpot
+    assert any("with 1 prefill replica" in c.value for c in at.caption)
+    at.number_input(key=f"{sid}:llm_prefill").set_value(2).run()
+    assert not at.exception and _metric(at, "Cost per hour") == "$36.87/h"  # 3 H100s
+    at.toggle(key=f"{sid}:llm_disagg").set_value(False).run()  # back to the scenario's 2 mixed replicas
+    assert not at.exception and _metric(at, "Cost per hour") == "$24.58/h" and _metric(at, "TPOT p99") == tpot
+
+
+def test_the_disaggregated_example_opens_with_its_pools():
+    at = _app("llm", llm_example="llm/rag_disaggregated")
+    assert not at.exception and not [e.value for e in at.error]
+    sid = whatif.scenario_key(load_scenario("llm/rag_disaggregated"))
+    assert at.toggle(key=f"{sid}:llm_disagg").value is True
+    assert _metric(at, "Cost per hour") == "$49.16/h"

@@ -99,9 +99,24 @@ def _inputs(base: Scenario, sid: str) -> dict[str, Any]:
         tp = st.selectbox("Tensor parallel (GPUs per replica)", tps, index=tps.index(spec.tensor_parallel),
                           key=f"{sid}:llm_tp")
         put("llm.tensor_parallel", tp, spec.tensor_parallel)
+        pools = spec.disaggregation
         if base.autoscaler.type == "static":
-            put("fleet.replicas", int(st.number_input("Replicas", 1, 1000, base.fleet.replicas,
-                                                      key=f"{sid}:llm_replicas")), base.fleet.replicas)
+            split = st.toggle("Separate prefill and decode replicas", pools is not None, key=f"{sid}:llm_disagg",
+                              help="Disaggregated serving: some replicas only prefill, the others only decode; each "
+                                   "prompt's KV cache is copied between them (llm.disaggregation).")
+            if split:
+                c1, c2 = st.columns(2)
+                p0, d0 = (pools.prefill_replicas, pools.decode_replicas) if pools else llm.default_pools(base)
+                prefill = int(c1.number_input("Prefill replicas", 1, 1000, p0, key=f"{sid}:llm_prefill"))
+                decode = int(c2.number_input("Decode replicas", 1, 1000, d0, key=f"{sid}:llm_decode"))
+                put("llm.disaggregation", llm.pools_section(base, prefill, decode),
+                    pools.model_dump(mode="json") if pools else None)
+            else:
+                if pools is not None:
+                    updates["llm.disaggregation"] = None
+                replicas0 = base.fleet.replicas
+                put("fleet.replicas", int(st.number_input("Replicas", 1, 1000, replicas0, key=f"{sid}:llm_replicas")),
+                    replicas0 if pools is None else None)
         else:
             st.caption(f"Replicas: the {base.autoscaler.type} autoscaler decides (the sweeps use static fleets).")
     with st.expander("Scheduler", expanded=False):
@@ -162,29 +177,34 @@ def _headline(summary: dict, scenario: Scenario) -> None:
 
 
 def _replica_grid(scenario: Scenario) -> None:
-    replicas = llm.replica_range(scenario.fleet.replicas)
+    pools = scenario.llm.disaggregation
+    replicas = llm.replica_range(scenario.fleet.replicas if pools is None else pools.decode_replicas)
     tps = llm.grid_tensor_parallel(scenario)
     try:
         grid = compute.llm_sweep(dump_scenario(scenario), scenario.base_dir, scenario.run.seed,
-                                 json.dumps(llm.replica_grid_updates(replicas, tps)), llm.SWEEP_REQUESTS)
+                                 json.dumps(llm.replica_grid_updates(scenario, replicas, tps)), llm.SWEEP_REQUESTS)
     except CapsimError as exc:
         st.error(str(exc))
         return
-    ok = _shown(grid, lambda r: f"{fmt.count(r['replicas'], 'replicas')} at TP {r['tensor_parallel']}")
+    if pools is not None:  # the decode pool is what is swept; the x axis says so
+        grid = grid.rename(columns={"decode_replicas": "replicas"})
+    what = "replicas" if pools is None else "decode replicas"
+    ok = _shown(grid, lambda r: f"{fmt.count(r['replicas'], what)} at TP {r['tensor_parallel']}")
     if ok.empty:
         return
     ok["tp"] = ok["tensor_parallel"].map(lambda t: f"TP {t}")
     slo, p = scenario.llm.slo, llm.slo_keys(scenario)[0]
     c1, c2, c3 = st.columns(3)
-    c1.altair_chart(charts.with_rule(charts.lines(ok, "replicas", "replicas", "ttft_ms", f"TTFT {p} (ms, log scale)",
+    c1.altair_chart(charts.with_rule(charts.lines(ok, "replicas", what, "ttft_ms", f"TTFT {p} (ms, log scale)",
                                                   "tp", "GPUs per replica", whole_x=True, log_y=True),
                                      slo.ttft_s * 1e3, "TTFT SLO"), width="stretch")
-    c2.altair_chart(charts.with_rule(charts.lines(ok, "replicas", "replicas", "tpot_ms", f"TPOT {p} (ms)", "tp",
+    c2.altair_chart(charts.with_rule(charts.lines(ok, "replicas", what, "tpot_ms", f"TPOT {p} (ms)", "tp",
                                                   "GPUs per replica", whole_x=True), slo.tpot_s * 1e3, "TPOT SLO"),
                     width="stretch")
-    c3.altair_chart(charts.lines(ok, "replicas", "replicas", "cost_per_hour_usd", "fleet cost ($/h)", "tp",
+    c3.altair_chart(charts.lines(ok, "replicas", what, "cost_per_hour_usd", "fleet cost ($/h)", "tp",
                                  "GPUs per replica", whole_x=True), width="stretch")
-    st.caption(f"Static fleets on {scenario.fleet.gpu}, each point about {llm.SWEEP_REQUESTS:,} requests of the "
+    pooled = "" if pools is None else f" with {fmt.count(pools.prefill_replicas, 'prefill replicas')}"
+    st.caption(f"Static fleets on {scenario.fleet.gpu}{pooled}, each point about {llm.SWEEP_REQUESTS:,} requests of the "
                f"same traffic (one replication), {p} over its measured requests; the dashed line is the SLO. An "
                f"overloaded point (the queue grows) has no {p} and is left out.")
 

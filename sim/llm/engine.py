@@ -20,6 +20,15 @@ The contract is :class:`~sim.serving.engine.Engine`'s: ``add_replica``, ``mark_r
 fields per replica after the four the monitor reads: the KV-cache share in use and the running
 sequences (the HPA metrics ``kv_cache_utilization`` and ``running_sequences`` read them). Routers see
 ``outstanding`` = waiting + running sequences; ``queue`` is the waiting queue.
+
+Disaggregated (``llm.disaggregation``): the first ``prefill_replicas`` replicas only prefill and take the
+arrivals (the router picks among them); the other ``decode_replicas`` only decode. A prompt computed on a
+prefill replica is handed to a decode replica (a second router of the same kind, by outstanding
+sequences), which admits it when it has the blocks and pulls its KV: ``kv_transfer_latency_s`` +
+KV bytes per GPU / ``kv_transfer_bytes_per_s`` (each GPU copies its own shard over its own link). The
+prefill replica's blocks stay parked until the copy is done, so a full decode pool backs up into the
+prefill pool. The first token reaches the client when the KV has landed (TTFT = queue + prefill +
+wait for decode blocks + copy). Fixed pools: no autoscaler.
 """
 
 from __future__ import annotations
@@ -50,6 +59,11 @@ class LlmReplica(Replica):
         self.sched = sched
         self.queue = sched.waiting  # waiting sequences: what the monitor and the time series count as queued
 
+    @property
+    def role(self) -> str:
+        """"both" (prefill and decode), or "prefill" / "decode" in a disaggregated fleet."""
+        return self.sched.role
+
 
 @dataclass
 class LlmRecords:
@@ -58,6 +72,7 @@ class LlmRecords:
     arrival_s: np.ndarray
     seqs: Sequences
     replica: np.ndarray  # replica each request was routed to (-1: still held at the activator)
+    decode_replica: np.ndarray  # replica it decoded on: ``replica``, or a decode replica when disaggregated
     iterations: dict[str, np.ndarray]
     timeseries: dict[str, np.ndarray]
     replicas: list
@@ -70,7 +85,8 @@ class LlmEngine(FleetContract):
 
     def __init__(self, scenario, arrival_s: np.ndarray, seqs: Sequences, step_time, router, *, kv_blocks: int,
                  sample_interval_s: float, horizon_s: float, stop_s: float = math.inf,
-                 next_turn: np.ndarray | None = None, think_s: np.ndarray | None = None) -> None:
+                 next_turn: np.ndarray | None = None, think_s: np.ndarray | None = None,
+                 decode_router=None, kv_bytes_per_token_per_gpu: int = 0) -> None:
         llm = scenario.llm
         self.env = simpy.Environment()
         self.arrival_s = arrival_s
@@ -91,9 +107,22 @@ class LlmEngine(FleetContract):
         self._halt = self.env.event()
         self._halt.callbacks.append(simpy.core.StopSimulation.callback)
         self.sample_interval_s = sample_interval_s
-        self._start_fleet([LlmReplica(k, Scheduler(seqs, **self._knobs)) for k in range(initial_replicas(scenario))])
+        disagg = llm.disaggregation
+        if disagg is None:
+            self._start_fleet([LlmReplica(k, Scheduler(seqs, **self._knobs))
+                               for k in range(initial_replicas(scenario))])
+            self._decoders: list[LlmReplica] = []
+        else:
+            p, d = disagg.prefill_replicas, disagg.decode_replicas
+            self._start_fleet([LlmReplica(k, Scheduler(seqs, **self._knobs, role="prefill" if k < p else "decode"))
+                               for k in range(p + d)])
+            self._ready, self._decoders = self._replicas[:p], self._replicas[p:]
+            self._decode_router = decode_router
+            self._copy_latency_s = disagg.kv_transfer_latency_s
+            self._copy_s_per_token = kv_bytes_per_token_per_gpu / disagg.kv_transfer_bytes_per_s
         self.finished = 0
         self._replica_of = [-1] * len(self._at)
+        self._decode_of = [-1] * len(self._at)
         self._log: dict[str, list] = {k: [] for k in ITERATION_FIELDS}
         self._series: dict[str, list[float]] = {k: [] for k in SERIES}
 
@@ -131,7 +160,7 @@ class LlmEngine(FleetContract):
             waiting = sum(len(r.queue) for r in replicas)
             running = sum(len(r.sched.running) for r in replicas)
             live = [r for r in replicas if r.gone_s is None]
-            ready = self._ready
+            ready = self._ready + self._decoders
             row = (env.now, waiting, running, sum(1 for r in replicas if r.busy), len(ready),
                    sum(1 for r in live if r.state not in ("ready", "draining")),
                    self._scaler.desired if self._scaler else len(replicas), len(live), len(self._held),
@@ -158,6 +187,8 @@ class LlmEngine(FleetContract):
     def _start(self, rep: LlmReplica) -> None:
         now = self.env._now
         it = rep.sched.schedule(now)
+        if rep.sched.pulls:
+            self._pull(rep)
         if it is None:
             return
         step_s = self.step.step_s(it.prefill_tokens, it.decode_tokens, it.kv_tokens_read, it.attention_pairs,
@@ -179,6 +210,8 @@ class LlmEngine(FleetContract):
         rep.last_change = now
         rep.free = 1
         done = rep.sched.complete(it, now)
+        if rep.sched.handoffs:
+            self._hand_off(rep)
         if done:
             rep.outstanding -= len(done)
             self.finished += len(done)
@@ -193,6 +226,39 @@ class LlmEngine(FleetContract):
         elif self._when_idle and rep.index in self._when_idle:
             self._when_idle.pop(rep.index)(rep)
 
+    # ------------------------------------------------------------ disaggregated prefill and decode
+    def _hand_off(self, rep: LlmReplica) -> None:
+        """Prompts ``rep`` (a prefill replica) computed go to decode replicas' queues."""
+        for i in rep.sched.handoffs:
+            dst = (self._decode_router.choose(self._decoders, self.seqs.route_key(i)) if self._keyed
+                   else self._decode_router.choose(self._decoders))
+            rep.outstanding -= 1
+            dst.arrived += 1
+            dst.outstanding += 1
+            self._decode_of[i] = dst.index
+            dst.sched.add(i)
+            if dst.free:
+                self._start(dst)
+        rep.sched.handoffs.clear()
+
+    def _pull(self, dst: LlmReplica) -> None:
+        """``dst`` (a decode replica) reserved blocks for these sequences: copy their KV in."""
+        for i in dst.sched.pulls:
+            copy_s = self._copy_latency_s + self.seqs.target[i] * self._copy_s_per_token
+            self.env.timeout(copy_s, (dst, i)).callbacks.append(self._landed)
+        dst.sched.pulls.clear()
+
+    def _landed(self, event) -> None:
+        dst, i = event._value
+        src = self._replicas[self._replica_of[i]]
+        src.sched.release_parked(i)
+        if src.free and src.sched.has_work():
+            self._start(src)
+        self.seqs.first_token_s[i] = self.env._now
+        dst.sched.land(i)
+        if dst.free:
+            self._start(dst)
+
     # ------------------------------------------------------------ output
     def _records(self) -> LlmRecords:
         end_s = self.env.now
@@ -201,6 +267,8 @@ class LlmEngine(FleetContract):
                 rep.gone_s = max(end_s, self.horizon_s)
         iterations = {k: np.asarray(v) for k, v in self._log.items()}
         return LlmRecords(arrival_s=np.asarray(self._at, dtype=float), seqs=self.seqs,
-                          replica=np.asarray(self._replica_of, dtype=np.int32), iterations=iterations,
+                          replica=np.asarray(self._replica_of, dtype=np.int32),
+                          decode_replica=np.asarray([d if d >= 0 else r for d, r in zip(self._decode_of, self._replica_of)],
+                                                    dtype=np.int32), iterations=iterations,
                           timeseries={k: np.asarray(v, dtype=float) for k, v in self._series.items()},
                           replicas=self._replicas, horizon_s=self.horizon_s, end_s=end_s)

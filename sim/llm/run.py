@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 
 from sim.llm.build import LlmSetup, llm_setup
-from sim.llm.capacity import cached_prompt_tokens, replica_capacity_rps
+from sim.llm.capacity import cached_prompt_tokens, disaggregated_capacity_rps, replica_capacity_rps
 from sim.llm.engine import ITERATION_FIELDS, LlmEngine, LlmRecords
 from sim.llm.metrics import token_summary
 from sim.llm.scheduler import Sequences
@@ -51,7 +51,10 @@ def run_llm_once(scenario, arrivals: np.ndarray, rng: dict[str, np.random.Genera
     engine = LlmEngine(scenario, arrivals, seqs, step_time, build_router(scenario.fleet.router, rng["routing"]),
                        kv_blocks=setup.plan.kv_blocks, sample_interval_s=interval_s, horizon_s=horizon_s,
                        stop_s=stop_s, next_turn=turns.next_turn if turns is not None else None,
-                       think_s=turns.think_s if turns is not None else None)
+                       think_s=turns.think_s if turns is not None else None,
+                       decode_router=(build_router(scenario.fleet.router, rng["routing"])
+                                      if scenario.llm.disaggregation is not None else None),
+                       kv_bytes_per_token_per_gpu=setup.plan.kv_bytes_per_token_per_gpu)
     attach_autoscaler(engine, scenario, rng["lifecycle"], setup.weight_load)
     requests, iterations, timeseries, replicas = llm_frames(engine.run(), setup, turns)
     timeseries = enrich_timeseries(timeseries, requests, iterations, replicas, scenario, interval_s)
@@ -74,6 +77,7 @@ def llm_frames(raw: LlmRecords, setup: LlmSetup, turns=None):
     came = np.flatnonzero(np.isfinite(raw.arrival_s))
     order = came[np.argsort(raw.arrival_s[came], kind="stable")]
     requests = token_request_frame(*(c[order] for c in columns))
+    requests["decode_replica"] = raw.decode_replica[order]
     requests["conversation"] = turns.conversation[order] if turns is not None else np.full(order.size, -1)
     requests["turn"] = turns.turn[order] if turns is not None else np.ones(order.size, dtype=np.int64)
     requests["history_tokens"] = (turns.history_tokens[order] if turns is not None
@@ -83,6 +87,7 @@ def llm_frames(raw: LlmRecords, setup: LlmSetup, turns=None):
     iterations = batch_frame(it["replica"], it["start_s"], it["end_s"], it["size"], np.zeros(n, dtype=bool),
                              **{k: np.asarray(it[k], dtype=np.int64) for k in ITERATION_COLUMNS})
     replicas = replica_frame(raw.replicas)
+    replicas["role"] = [r.role for r in raw.replicas]
     replicas["gpus"] = setup.plan.gpus
     replicas["kv_blocks"] = setup.plan.kv_blocks
     return requests, iterations, pd.DataFrame(raw.timeseries), replicas
@@ -103,12 +108,16 @@ def llm_summary(scenario, setup: LlmSetup, requests, iterations, replicas, horiz
     llm, run, plan = scenario.llm, scenario.run, setup.plan
     spec = scenario.autoscaler
     fleet = scenario.fleet.replicas if spec.type == "static" else spec.max_replicas
-    capacity = fleet * replica_capacity_rps(
-        setup.step_time, kv_tokens=plan.kv_tokens, block_size=plan.block_size, max_num_seqs=llm.max_num_seqs,
-        max_num_batched_tokens=llm.max_num_batched_tokens,
-        mean_input_tokens=float(requests["input_tokens"].mean()), mean_output_tokens=float(requests["output_tokens"].mean()),
-        mean_cached_tokens=cached_prompt_tokens(scenario) + (float(requests["history_tokens"].mean())
-                                                             if llm.enable_prefix_caching else 0.0))
+    shape = dict(kv_tokens=plan.kv_tokens, block_size=plan.block_size, max_num_seqs=llm.max_num_seqs,
+                 max_num_batched_tokens=llm.max_num_batched_tokens,
+                 mean_input_tokens=float(requests["input_tokens"].mean()),
+                 mean_output_tokens=float(requests["output_tokens"].mean()),
+                 mean_cached_tokens=cached_prompt_tokens(scenario) + (float(requests["history_tokens"].mean())
+                                                                      if llm.enable_prefix_caching else 0.0))
+    pools = llm.disaggregation
+    capacity = (fleet * replica_capacity_rps(setup.step_time, **shape) if pools is None else
+                disaggregated_capacity_rps(setup.step_time, prefill_replicas=pools.prefill_replicas,
+                                           decode_replicas=pools.decode_replicas, **shape))
     summary = summarize(requests, iterations, replicas, warmup_s=run.warmup_s, horizon_s=horizon_s,
                         slo_latency_s=scenario.slo.latency_s, slo_percentile=scenario.slo.percentile,
                         usd_per_replica_hour=setup.usd_per_replica_hour, offered_rps=mean_rate_rps(

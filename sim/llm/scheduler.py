@@ -28,6 +28,15 @@ applies it. Rules (vLLM's, with the differences written down in docs/llm.md):
    ages out). Two sequences that miss the same prefix at once compute it twice, and only the first copy
    is cached (vLLM keeps both).
 
+5. **Disaggregated prefill and decode** (``role``): a ``"prefill"`` replica only prefills. A prompt it has
+   computed is *handed off* (:attr:`Scheduler.handoffs`) with its first token, and its own blocks stay
+   *parked* until the engine has copied them to a decode replica (:meth:`Scheduler.release_parked`); a
+   shared prefix and the prompt's full blocks (a conversation's entry) stay cached here. A ``"decode"``
+   replica admits a handed-off sequence FCFS, like any other, when it has blocks for the whole KV and
+   room under ``max_num_seqs``, and reserves them: the engine pulls the KV (:attr:`Scheduler.pulls`) and,
+   once it has landed (:meth:`Scheduler.land`), the sequence decodes from the next iteration. It does
+   not prefill, except a sequence it preempted, which it recomputes itself; it caches nothing.
+
 Cost grows with events, not tokens: a decoding sequence is not touched each iteration. Its state is
 kept as of the decode round it was last synced at, and it is looked at again only at the rounds where
 it needs a new KV block (one in ``block_size``) or finishes, found in two round-keyed agendas.
@@ -98,8 +107,14 @@ class Scheduler:
     """One replica's waiting queue, running set and KV block pool."""
 
     def __init__(self, seqs: Sequences, *, max_num_seqs: int, max_num_batched_tokens: int, block_size: int,
-                 kv_blocks: int, chunked_prefill: bool = True) -> None:
+                 kv_blocks: int, chunked_prefill: bool = True, role: str = "both") -> None:
         self.seqs = seqs
+        self.role = role  # "both" (prefill and decode), "prefill" or "decode" (disaggregated; rule 5)
+        self.handoffs: list[int] = []  # prefill role: prompts computed since the engine last looked
+        self.parked: dict[int, int] = {}  # prefill role: handed-off sequence -> its blocks, until copied
+        self.pulling: dict[int, None] = {}  # decode role: admitted, blocks reserved, KV being copied in
+        self.pulls: list[int] = []  # decode role: admissions whose copy the engine has not started
+        self.landed: list[int] = []  # decode role: copies done, decoding from the next iteration
         self.max_seqs, self.budget, self.block_size = max_num_seqs, max_num_batched_tokens, block_size
         self.total_blocks = self.free_blocks = kv_blocks
         self.chunked = chunked_prefill
@@ -112,7 +127,7 @@ class Scheduler:
         self._grow_at: dict[int, list[tuple[int, int]]] = {}  # round -> (request, generation) needing a block
         self._finish_at: dict[int, list[tuple[int, int]]] = {}  # round -> (request, generation) finishing
         self._admissions = 0
-        self.caching = seqs.prefix_caching
+        self.caching = seqs.prefix_caching and role != "decode"
         self.prefix_blocks = seqs.prefix_tokens // block_size if self.caching else 0  # a shared prefix's entry
         self.size: dict[tuple, int] = {}  # cached entry -> its blocks
         self.refs: dict[tuple, int] = {}  # cached entry -> running sequences holding it
@@ -125,7 +140,15 @@ class Scheduler:
         self.waiting.append(i)
 
     def has_work(self) -> bool:
-        return bool(self.running or self.waiting)
+        return bool(self.running or self.waiting or self.landed)
+
+    def release_parked(self, i: int) -> None:
+        """Prefill role: ``i``'s KV has been copied out; its parked blocks are free."""
+        self.free_blocks += self.parked.pop(i)
+
+    def land(self, i: int) -> None:
+        """Decode role: ``i``'s KV has been copied in; it decodes from the next iteration."""
+        self.landed.append(i)
 
     @property
     def used_blocks(self) -> int:
@@ -184,6 +207,13 @@ class Scheduler:
     def schedule(self, now: float) -> Iteration | None:
         """The next iteration (None when there is nothing to run)."""
         it = Iteration()
+        for i in self.landed:
+            del self.pulling[i]
+            self._admissions += 1
+            self.seqs.admitted[i] = self._admissions
+            self.running[i] = None
+            self._start_decoding(i)
+        self.landed.clear()
         if not self.chunked and self._admit(it, now, whole=True):
             return self._stamp(it)  # a prefill-only iteration
         if self.decoding:
@@ -228,9 +258,18 @@ class Scheduler:
         seqs, waiting, running = self.seqs, self.waiting, self.running
         budget = self.budget if budget is None else budget
         admitted = False
-        while waiting and budget > 0 and len(running) < self.max_seqs:
+        while waiting and budget > 0 and len(running) + len(self.pulling) < self.max_seqs:
             i = waiting[0]
             need = blocks_for(seqs.target[i], self.block_size)
+            if self.role == "decode" and seqs.done[i] == seqs.target[i]:  # handed off: its KV is copied in
+                if need > self.free_blocks:
+                    break
+                waiting.popleft()
+                self._take(need)
+                seqs.blocks[i] = need
+                self.pulling[i] = None
+                self.pulls.append(i)
+                continue
             hits, cached = [], 0  # the cached entries its prompt starts with: computed, not to compute again
             for key in self._chain(i):
                 if key not in self.size or (cached + self.size[key]) * self.block_size >= seqs.target[i]:
@@ -342,16 +381,17 @@ class Scheduler:
         self.seqs.held[i] += (key,)
         self.seqs.blocks[i] -= blocks
 
-    def _cache_conversation(self, i: int) -> None:
-        """A conversation's turn finished: the full blocks of its context after the shared prefix become the
-        conversation's entry (grown from the one it held), for its next turn. Not when its chain is broken
-        (its shared prefix is its own copy, not the cached one)."""
+    def _cache_conversation(self, i: int, kv_tokens: int) -> None:
+        """A conversation's turn finished (or, on a prefill replica, its prompt was computed): the full
+        blocks of its ``kv_tokens`` after the shared prefix become the conversation's entry (grown from the
+        one it held), for its next turn. Not when its chain is broken (its shared prefix is its own copy,
+        not the cached one)."""
         seqs = self.seqs
         key, chain = ("conversation", seqs.conversation[i]), self._chain(i)
         if not chain or chain[-1] != key or any(k not in seqs.held[i] for k in chain[:-1]):
             return
         prefix = self.prefix_blocks if len(chain) == 2 else 0
-        full = (seqs.input_tokens[i] + seqs.output_tokens[i] - 1) // self.block_size - prefix
+        full = kv_tokens // self.block_size - prefix
         if key in seqs.held[i]:
             grow = full - self.size[key]
             if grow > 0:
@@ -364,11 +404,32 @@ class Scheduler:
         seqs = self.seqs
         del self.prefilling[i]
         seqs.emitted[i] += 1
+        last = seqs.emitted[i] == seqs.output_tokens[i]
+        if self.role == "prefill" and not last:
+            self._hand_off(i)  # its first token reaches the client from the decode replica
+            return
         if seqs.first_token_s[i] != seqs.first_token_s[i]:  # NaN: its first token
             seqs.first_token_s[i] = now
-        if seqs.emitted[i] == seqs.output_tokens[i]:
+        if last:
             self._finish(i, now, finished)
             return
+        self._start_decoding(i)
+
+    def _hand_off(self, i: int) -> None:
+        """Prefill role: ``i``'s prompt is computed. Its prompt's full blocks become its conversation's
+        entry (for the next turn's prefill here); its own blocks park until the engine has copied them."""
+        seqs = self.seqs
+        del self.running[i]
+        if self.caching and seqs.conversation[i] >= 0:
+            self._cache_conversation(i, seqs.target[i])
+        self.parked[i] = seqs.blocks[i]
+        seqs.blocks[i] = 0
+        self._release(i)
+        self.handoffs.append(i)
+
+    def _start_decoding(self, i: int) -> None:
+        """``i`` holds the KV of its ``target`` tokens and has emitted a token: it decodes from the next round."""
+        seqs = self.seqs
         r, kv, g = self.round, seqs.target[i], seqs.generation[i]
         seqs.synced[i], seqs.kv[i] = r, kv
         self.kv_sum += kv
@@ -382,7 +443,7 @@ class Scheduler:
         seqs = self.seqs
         del self.running[i]
         if self.caching and seqs.conversation[i] >= 0:
-            self._cache_conversation(i)
+            self._cache_conversation(i, seqs.input_tokens[i] + seqs.output_tokens[i] - 1)
         self._release(i)
         seqs.end_s[i] = now
         finished.append(i)

@@ -132,6 +132,12 @@ def has_autoscaler(scenario: Scenario) -> bool:
     return isinstance(section, dict) and section.get("type", "static") != "static"
 
 
+def sized_by_pools(scenario: Scenario) -> bool:
+    """True for disaggregated LLM serving: its fleet is its prefill and decode pools
+    (``llm.disaggregation.*_replicas``, searched with --param), not ``fleet.replicas``."""
+    return scenario.llm is not None and scenario.llm.disaggregation is not None
+
+
 # ---------------------------------------------------------------- feasibility and ranking
 def slo_key(scenario: Scenario) -> str:
     return f"latency_p{scenario.slo.percentile:g}_slo_s"
@@ -289,7 +295,7 @@ def grid_points(scenario: Scenario, space: Space, configs: list[dict], spare: in
     for config in configs:
         if space.replicas is not None:
             counts = space.replicas
-        elif has_autoscaler(scenario):
+        elif has_autoscaler(scenario) or sized_by_pools(scenario):
             counts = [None]
         else:
             n_min = max(1, math.ceil(rate / replica_capacity_rps(updated(scenario, config, "--param")) * (1 + 1e-9)))
@@ -304,6 +310,15 @@ def plan(scenario: Scenario, space: Space, runner: Evaluator, search: str = "gri
     if runner.spare and has_autoscaler(scenario):
         raise ScenarioError(f"--spare {runner.spare}: N+k sizing searches fixed fleets; this scenario autoscales "
                             "(autoscaler.type = static to plan it)")
+    if sized_by_pools(scenario):
+        if runner.spare or space.replicas is not None:
+            flag = f"--spare {runner.spare}" if runner.spare else "--replicas"
+            raise ScenarioError(f"{flag}: with llm.disaggregation the fleet is its prefill and decode pools; search "
+                                "them with --param llm.disaggregation.prefill_replicas=... (and decode_replicas)")
+        if search == "bisect":
+            notes.append("bisect sizes fleet.replicas; with llm.disaggregation the pools are given, so the grid "
+                         "search ran instead (search them with --param llm.disaggregation.prefill_replicas=...)")
+            search = "grid"
     if search == "bisect" and has_autoscaler(scenario):
         notes.append("bisect searches fixed fleets; this scenario autoscales, so the grid search ran instead")
         search = "grid"

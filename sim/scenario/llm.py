@@ -147,6 +147,22 @@ class LlmSLO(Section):
                               "(slo_met); goodput counts requests meeting both.")
 
 
+class Disaggregation(Section):
+    """Prefill and decode on separate replicas (DistServe, Splitwise; vLLM's and SGLang's PD disaggregation):
+    a prefill pool computes prompts, a decode pool pulls their KV cache and generates."""
+
+    prefill_replicas: int = Field(ge=1, le=10_000, description="Replicas that only prefill; arrivals are routed "
+                                  "among them by fleet.router.")
+    decode_replicas: int = Field(ge=1, le=10_000, description="Replicas that only decode; a computed prompt goes "
+                                 "to one by a second router of fleet.router's kind.")
+    kv_transfer_bytes_per_s: PositiveFloat = Field(
+        default=40e9, description="KV copy rate per GPU from a prefill to a decode replica (each GPU copies its "
+        "shard over its own link). Default: one 400 Gb/s NIC per GPU (InfiniBand NDR, RoCE) at about 80%; "
+        "NVLink within a node is ~10× more.")
+    kv_transfer_latency_s: NonNegFloat = Field(default=1e-3, description="Fixed cost of one KV copy (handshake, "
+                                               "notification), seconds; set your connector's measured figure.")
+
+
 class Llm(Section):
     model: Literal[tuple(LLM_ARCHS)] = Field(description="Architecture (sim/models/llm_archs.py).")
     dtype: Literal["fp16", "bf16", "fp32"] = Field(default="bf16", description="Weights, activations and KV cache "
@@ -183,6 +199,9 @@ class Llm(Section):
                                                  "replica costs GPUs × this. Default: the catalog price of "
                                                  "fleet.gpu.")
     slo: LlmSLO = Field(default_factory=LlmSLO, description="Token-level objectives.")
+    disaggregation: Disaggregation | None = Field(
+        default=None, description="Prefill and decode on separate pools of replicas (fixed sizes; "
+        "fleet.replicas is set to their sum). Absent: every replica does both (chunked prefill mixes them).")
 
     @model_validator(mode="after")
     def _budget(self) -> Llm:
@@ -228,4 +247,12 @@ def llm_problem(scenario) -> str | None:
     if scenario.cost.usd_per_replica_hour:
         return (f"cost.usd_per_replica_hour = {scenario.cost.usd_per_replica_hour:g}: an LLM replica costs its "
                 "GPUs × llm.usd_per_gpu_hour (default: the catalog price); set that instead")
+    disagg = llm.disaggregation
+    if disagg is not None:
+        pools = disagg.prefill_replicas + disagg.decode_replicas
+        if scenario.autoscaler.type != "static":
+            return (f"autoscaler.type = {scenario.autoscaler.type!r}: llm.disaggregation runs fixed prefill and "
+                    "decode pools; use autoscaler.type: static (or remove llm.disaggregation)")
+        if scenario.fleet.replicas != pools:  # Scenario sets it so; a bug if not
+            return f"fleet.replicas = {scenario.fleet.replicas}: with llm.disaggregation it is {pools}"
     return check_llm_scenario(scenario)  # architecture, GPU catalog, memory fit

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
@@ -278,6 +278,19 @@ class Scenario(Section):
     overlap: Overlap | None = Field(default=None, description="Host work overlapped with device work, or the "
                                     "serial loop (sim/architectures/overlap.py, docs/architectures.md).")
     base_dir: str = Field(default=".", exclude=True, description="Directory relative paths resolve from.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _disaggregated_fleet(cls, data: Any) -> Any:
+        """With llm.disaggregation the fleet is its two pools: fleet.replicas = prefill + decode replicas."""
+        llm = data.get("llm") if isinstance(data, dict) else None
+        pools = llm.get("disaggregation") if isinstance(llm, dict) else None
+        if isinstance(pools, dict):
+            p, d = pools.get("prefill_replicas"), pools.get("decode_replicas")
+            fleet = data.get("fleet") or {}
+            if type(p) is int and type(d) is int and isinstance(fleet, dict):
+                data = {**data, "fleet": {**fleet, "replicas": p + d}}
+        return data
 
     @model_validator(mode="after")
     def _one_serving_mode(self) -> Scenario:
