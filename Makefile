@@ -39,7 +39,7 @@ test-fast: setup
 # WAIT=poll serves (and calibrates) a server that polls for work; WAIT="block poll" runs both suites.
 validate: setup
 	$(PY) -m calibration.machine_load $(if $(FORCE),--force)
-	CAPSIM_LIVE_VALIDATION=1 CAPSIM_VALIDATION_WAITS="$(or $(WAIT),block)" $(PY) -m pytest -q -s -p no:cacheprovider tests/test_validate_cpu.py tests/test_validate_llm_cpu.py
+	CAPSIM_LIVE_VALIDATION=1 CAPSIM_VALIDATION_WAITS="$(or $(WAIT),block)" $(PY) -m pytest -q -s -p no:cacheprovider tests/test_validate_cpu.py tests/test_validate_llm_cpu.py tests/test_calibration_throughput.py
 
 # Live training fidelity: real PyTorch DDP (gloo, 1 and 2 processes of one thread) against capsim train-plan's
 # prediction from a fresh `capsim calibrate --mode train` (about 2 minutes), after the same load probe.

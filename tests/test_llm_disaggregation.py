@@ -243,3 +243,23 @@ def test_plan_sizes_the_pools_worked_by_hand(tmp_path):
     with pytest.raises(CapsimError, match="--replicas: with llm.disaggregation the fleet is its prefill and decode"):
         plan(scenario, llm_space(scenario, gpus=["L4"], tensor_parallel=[1], max_num_seqs=[16], replicas=[2, 3]),
              Evaluator(scenario, 1, 1, checkpoint_dir=tmp_path / "ck2", progress=False), "grid")
+
+
+def test_a_conversation_finds_its_last_prompt_cached_on_the_prefill_side():
+    """llm/chat_multi_turn on 1 prefill + 1 decode replica, room for every conversation: the prefill replica
+    keeps each turn's prompt (the shared prefix and the history it carried), not the reply generated on the
+    decode replica, so turn k takes exactly ⌊prompt of turn k − 1 / block⌋ blocks from the cache."""
+    from sim.scenario.keys import updated
+    from sim.scenario.load import load_scenario
+
+    sc = updated(load_scenario("llm/chat_multi_turn"), {
+        "llm.disaggregation": {"prefill_replicas": 1, "decode_replicas": 1}, "run.duration_s": 120,
+        "run.warmup_s": 10})
+    r = sim.run(sc, seed=0).requests.sort_values(["conversation", "turn"])
+    assert (r["outcome"] == "served").all()
+    block = sc.llm.block_size
+    later = r[r["turn"] > 1]
+    previous_prompt = r.groupby("conversation")["input_tokens"].shift(1)[later.index]
+    assert len(later) > 50
+    np.testing.assert_array_equal(later["cached_tokens"], (previous_prompt // block * block).astype(int))
+    assert set(r["decode_replica"]) == {1}
