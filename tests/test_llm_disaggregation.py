@@ -263,3 +263,70 @@ def test_a_conversation_finds_its_last_prompt_cached_on_the_prefill_side():
     assert len(later) > 50
     np.testing.assert_array_equal(later["cached_tokens"], (previous_prompt // block * block).astype(int))
     assert set(r["decode_replica"]) == {1}
+
+
+# ---------------------------------------------------------------- pools of their own GPUs
+def test_a_pool_s_tensor_parallelism_sets_its_gpus_and_the_links_its_kv_crosses(tmp_path):
+    """Llama-2-7B's 512 KiB of KV a token, spread over a replica's GPUs; each GPU of the smaller replica
+    copies over its own link. Both pools at TP 2: two links, 0.25 ms a token. Prefill at TP 2 and decode
+    at TP 1: one link, 0.5 ms a token, as at TP 1 on both. The GPUs are billed per pool."""
+    rows = [(2000 * k, 100 * (k + 1), 5) for k in range(4)]
+
+    def ttft_minus_prefill_ms(**pools):
+        sc = scenario(tmp_path, rows, **{"disaggregation": {
+            "prefill_replicas": 1, "decode_replicas": 1, "kv_transfer_latency_s": COPY_LATENCY_MS / 1000,
+            "kv_transfer_bytes_per_s": KV_BYTES_PER_TOKEN / (COPY_MS_PER_TOKEN / 1000), **pools}})
+        result = sim.run(sc, seed=0)
+        r = result.requests
+        return (r["ttft_s"] * 1000 - BASE_MS - PER_PROMPT_TOKEN_MS * r["input_tokens"]).to_numpy(), result
+
+    ins = np.array([100, 200, 300, 400])
+    both, result = ttft_minus_prefill_ms(prefill_tensor_parallel=2, decode_tensor_parallel=2)
+    np.testing.assert_allclose(both, COPY_LATENCY_MS + COPY_MS_PER_TOKEN / 2 * ins, atol=1e-6)
+    assert result.replicas["gpus"].tolist() == [2, 2] and result.summary["gpus_per_replica"] == 2
+    mixed, result = ttft_minus_prefill_ms(prefill_tensor_parallel=2)
+    np.testing.assert_allclose(mixed, COPY_LATENCY_MS + COPY_MS_PER_TOKEN * ins, atol=1e-6)
+    assert result.replicas["gpus"].tolist() == [2, 1] and result.summary["gpus_per_replica"] == 1.5
+    assert result.summary["cost_per_hour_usd"] == pytest.approx(3 * 12.29)  # 3 H100s
+
+
+def test_a_decode_pool_on_cheaper_gpus():
+    """Llama-3-8B: prefill on an H100, decode on an L40S. Decode iterations read memory at the L40S's
+    864 GB/s instead of the H100's 3.35 TB/s, so TPOT rises by about that ratio; its 48 GB hold fewer KV
+    blocks; an hour costs $12.29 + $1.861 instead of 2 × $12.29. TTFT moves by less than one decode
+    iteration: a prompt handed over waits for the decode replica's iteration in progress to end before
+    its blocks are reserved and its copy starts (as a vLLM decode instance takes it at its next step)."""
+    def run(decode_gpu):
+        pools = {"prefill_replicas": 1, "decode_replicas": 1}
+        if decode_gpu:
+            pools["decode_gpu"] = decode_gpu
+        return sim.run(sim.scenario_from_dict({
+            "workload": {"arrivals": {"process": "poisson", "rate_rps": 2},
+                         "input_tokens": {"distribution": "fixed", "tokens": 1000},
+                         "output_tokens": {"distribution": "fixed", "tokens": 100}},
+            "llm": {"model": "llama-3-8b", "disaggregation": pools},
+            "fleet": {"gpu": "H100-SXM"}, "run": {"duration_s": 60, "warmup_s": 5}}), seed=0)
+
+    h100, l40s = run(None), run("L40S")
+    assert l40s.summary["cost_per_hour_usd"] == pytest.approx(12.29 + 1.861)
+    assert h100.summary["cost_per_hour_usd"] == pytest.approx(2 * 12.29)
+    assert l40s.summary["tpot_p50_s"] / h100.summary["tpot_p50_s"] == pytest.approx(3.35e12 / 864e9, rel=0.1)
+    assert 0 < l40s.summary["ttft_p50_s"] - h100.summary["ttft_p50_s"] < l40s.summary["tpot_p50_s"]
+    blocks = l40s.replicas.set_index("role")["kv_blocks"]
+    assert blocks["decode"] < blocks["prefill"] == h100.replicas["kv_blocks"].iloc[0]
+    assert l40s.summary["kv_cache_blocks"] == blocks["decode"]
+
+
+def test_a_pool_that_cannot_serve_the_model_is_named_in_one_line():
+    data = {"workload": {"arrivals": {"process": "poisson", "rate_rps": 1},
+                         "input_tokens": {"distribution": "fixed", "tokens": 100},
+                         "output_tokens": {"distribution": "fixed", "tokens": 10}},
+            "llm": {"model": "llama-2-13b", "disaggregation": {"prefill_replicas": 1, "decode_replicas": 1,
+                                                                "decode_gpu": "L4"}},
+            "fleet": {"gpu": "H100-SXM"}, "run": {"duration_s": 10}}
+    with pytest.raises(CapsimError, match=r"llm.disaggregation, the decode pool \(L4 × tensor_parallel 1\): "
+                                          r"llm.tensor_parallel = 1: llama-2-13b"):
+        sim.scenario_from_dict(data)
+    data["llm"]["disaggregation"]["decode_gpu"] = "TPU"
+    with pytest.raises(CapsimError, match=r"the decode pool \(TPU × tensor_parallel 1\): fleet.gpu = 'TPU'"):
+        sim.scenario_from_dict(data)

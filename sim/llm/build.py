@@ -87,6 +87,32 @@ def llm_setup(scenario) -> LlmSetup:
                     price, load)
 
 
+ROLES = ("prefill", "decode")
+
+
+def pool_setups(scenario, base: LlmSetup | None = None) -> dict[str, LlmSetup]:
+    """Per pool of a disaggregated scenario ("prefill", "decode"), its setup: the scenario's own (``base``)
+    unless ``llm.disaggregation`` gives the pool its own tensor parallelism or GPU; {} when not
+    disaggregated. ScenarioError (one line, naming the pool) when a pool's model cannot be served."""
+    pools = scenario.llm.disaggregation
+    if pools is None:
+        return {}
+    base = base or llm_setup(scenario)
+    out = {}
+    for role in ROLES:
+        tp, gpu = pools.pool(role, scenario.llm.tensor_parallel, scenario.fleet.gpu)
+        if tp == scenario.llm.tensor_parallel and gpu == scenario.fleet.gpu:
+            out[role] = base
+            continue
+        variant = scenario.model_copy(update={"llm": scenario.llm.model_copy(update={"tensor_parallel": tp}),
+                                              "fleet": scenario.fleet.model_copy(update={"gpu": gpu})})
+        try:
+            out[role] = llm_setup(variant)
+        except CapsimError as exc:
+            raise ScenarioError(f"llm.disaggregation, the {role} pool ({gpu} × tensor_parallel {tp}): {exc}") from None
+    return out
+
+
 def _check_token_specs(work, arrivals, max_len: int) -> None:
     """What can be told before drawing: fixed lengths against max_model_len, trace columns need a trace."""
     for key in ("input_tokens", "output_tokens"):
@@ -113,7 +139,7 @@ def _check_token_specs(work, arrivals, max_len: int) -> None:
 def check_llm_scenario(scenario) -> str | None:
     """Why ``scenario``'s llm section cannot run, as one line (None when it can)."""
     try:
-        llm_setup(scenario)
+        pool_setups(scenario, llm_setup(scenario))
     except CapsimError as exc:
         return str(exc)
     return None

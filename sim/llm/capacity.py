@@ -36,7 +36,8 @@ def replica_capacity_rps(step_time, *, kv_tokens: int, block_size: int, max_num_
     return per_iteration / step_s
 
 
-def disaggregated_capacity_rps(step_time, *, prefill_replicas: int, decode_replicas: int, kv_tokens: int,
+def disaggregated_capacity_rps(prefill_step, decode_step, *, prefill_replicas: int, decode_replicas: int,
+                               kv_tokens: int,
                                block_size: int, max_num_seqs: int, max_num_batched_tokens: int,
                                mean_input_tokens: float, mean_output_tokens: float,
                                mean_cached_tokens: float = 0.0) -> float:
@@ -45,11 +46,12 @@ def disaggregated_capacity_rps(step_time, *, prefill_replicas: int, decode_repli
     A prefill replica runs iterations of ``max_num_batched_tokens`` prompt tokens (``mean_cached_tokens``
     of each prompt from its cache); a decode replica holds each sequence's whole prompt plus half its
     output and runs ``min(that many, max_num_seqs, budget)`` decodes an iteration, each request taking
-    ``output − 1`` of them (its first token came from the prefill)."""
+    ``output − 1`` of them (its first token came from the prefill). Each pool has its own iteration-time
+    model; ``kv_tokens`` is a decode replica's."""
     computed = max(mean_input_tokens - mean_cached_tokens, 1.0)
     per_prefill = max_num_batched_tokens / computed  # requests whose prompt one prefill iteration computes
     pairs = per_prefill * (mean_input_tokens**2 - mean_cached_tokens**2) / 2
-    prefill_rps = per_prefill / step_time.step_s(max_num_batched_tokens, 0, round(per_prefill * mean_input_tokens),
+    prefill_rps = per_prefill / prefill_step.step_s(max_num_batched_tokens, 0, round(per_prefill * mean_input_tokens),
                                                   round(pairs))
     rounds = mean_output_tokens - 1
     if rounds <= 0:
@@ -57,7 +59,7 @@ def disaggregated_capacity_rps(step_time, *, prefill_replicas: int, decode_repli
     held = mean_input_tokens + mean_output_tokens / 2 + block_size / 2
     running = max(1.0, min(max_num_seqs, max_num_batched_tokens, kv_tokens / held))
     kv_read = running * (mean_input_tokens + mean_output_tokens / 2)
-    decode_rps = running / rounds / step_time.step_s(0, round(running), round(kv_read), round(kv_read))
+    decode_rps = running / rounds / decode_step.step_s(0, round(running), round(kv_read), round(kv_read))
     return min(prefill_replicas * prefill_rps, decode_replicas * decode_rps)
 
 

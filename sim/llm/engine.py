@@ -25,7 +25,8 @@ Disaggregated (``llm.disaggregation``): the first ``prefill_replicas`` replicas 
 arrivals (the router picks among them); the other ``decode_replicas`` only decode. A prompt computed on a
 prefill replica is handed to a decode replica (a second router of the same kind, by outstanding
 sequences), which admits it when it has the blocks and pulls its KV: ``kv_transfer_latency_s`` +
-KV bytes per GPU / ``kv_transfer_bytes_per_s`` (each GPU copies its own shard over its own link). The
+its KV bytes / (``kv_transfer_bytes_per_s`` × links), one link per GPU of the smaller replica. Each pool
+has its own iteration-time model and KV blocks (``pools``: its tensor parallelism and GPU). The
 prefill replica's blocks stay parked until the copy is done, so a full decode pool backs up into the
 prefill pool. The first token reaches the client when the KV has landed (TTFT = queue + prefill +
 wait for decode blocks + copy). Fixed pools: no autoscaler.
@@ -52,11 +53,12 @@ class LlmReplica(Replica):
     """A model server over ``gpus`` GPUs: a scheduler (waiting queue, running set, KV blocks) and one
     iteration at a time (``instances`` 1: busy while an iteration runs)."""
 
-    __slots__ = ("sched",)
+    __slots__ = ("sched", "step")
 
-    def __init__(self, index: int, sched: Scheduler, created_s: float = 0.0, ready_s: float = 0.0) -> None:
+    def __init__(self, index: int, sched: Scheduler, step, created_s: float = 0.0, ready_s: float = 0.0) -> None:
         super().__init__(index, 1, created_s, ready_s)
         self.sched = sched
+        self.step = step  # its iteration-time model (a disaggregated pool may run other GPUs)
         self.queue = sched.waiting  # waiting sequences: what the monitor and the time series count as queued
 
     @property
@@ -86,7 +88,7 @@ class LlmEngine(FleetContract):
     def __init__(self, scenario, arrival_s: np.ndarray, seqs: Sequences, step_time, router, *, kv_blocks: int,
                  sample_interval_s: float, horizon_s: float, stop_s: float = math.inf,
                  next_turn: np.ndarray | None = None, think_s: np.ndarray | None = None,
-                 decode_router=None, kv_bytes_per_token_per_gpu: int = 0) -> None:
+                 decode_router=None, pools: dict | None = None, kv_copy_s_per_token: float = 0.0) -> None:
         llm = scenario.llm
         self.env = simpy.Environment()
         self.arrival_s = arrival_s
@@ -109,17 +111,18 @@ class LlmEngine(FleetContract):
         self.sample_interval_s = sample_interval_s
         disagg = llm.disaggregation
         if disagg is None:
-            self._start_fleet([LlmReplica(k, Scheduler(seqs, **self._knobs))
+            self._start_fleet([LlmReplica(k, Scheduler(seqs, **self._knobs), step_time)
                                for k in range(initial_replicas(scenario))])
             self._decoders: list[LlmReplica] = []
-        else:
+        else:  # pools: role -> (iteration-time model, KV blocks) of its replicas
             p, d = disagg.prefill_replicas, disagg.decode_replicas
-            self._start_fleet([LlmReplica(k, Scheduler(seqs, **self._knobs, role="prefill" if k < p else "decode"))
-                               for k in range(p + d)])
+            roles = ["prefill"] * p + ["decode"] * d
+            self._start_fleet([LlmReplica(k, Scheduler(seqs, **{**self._knobs, "kv_blocks": pools[role][1]}, role=role),
+                                          pools[role][0]) for k, role in enumerate(roles)])
             self._ready, self._decoders = self._replicas[:p], self._replicas[p:]
             self._decode_router = decode_router
             self._copy_latency_s = disagg.kv_transfer_latency_s
-            self._copy_s_per_token = kv_bytes_per_token_per_gpu / disagg.kv_transfer_bytes_per_s
+            self._copy_s_per_token = kv_copy_s_per_token
         self.finished = 0
         self._replica_of = [-1] * len(self._at)
         self._decode_of = [-1] * len(self._at)
@@ -129,7 +132,7 @@ class LlmEngine(FleetContract):
     # ------------------------------------------------------------ the contract with the fleet and scaler
     def _new_replica(self, index: int, created_s: float) -> LlmReplica:
         """A new replica with an empty KV cache."""
-        return LlmReplica(index, Scheduler(self.seqs, **self._knobs), created_s=created_s, ready_s=math.inf)
+        return LlmReplica(index, Scheduler(self.seqs, **self._knobs), self.step, created_s=created_s, ready_s=math.inf)
 
     def snapshot(self) -> tuple[dict[int, tuple], int]:
         """Per ready or draining replica ``(busy seconds, routed, outstanding, waiting, KV share used,
@@ -191,7 +194,7 @@ class LlmEngine(FleetContract):
             self._pull(rep)
         if it is None:
             return
-        step_s = self.step.step_s(it.prefill_tokens, it.decode_tokens, it.kv_tokens_read, it.attention_pairs,
+        step_s = rep.step.step_s(it.prefill_tokens, it.decode_tokens, it.kv_tokens_read, it.attention_pairs,
                                   start_s=now, output_tokens=it.output_tokens, idle_s=now - rep.last_change)
         log = self._log
         for key, value in zip(ITERATION_FIELDS, (rep.index, now, now + step_s, it.size, it.prefill_tokens,

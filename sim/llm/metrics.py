@@ -13,7 +13,6 @@ import math
 import numpy as np
 import pandas as pd
 
-from sim.results.metrics import busy_seconds
 from sim.results.records import SERVED, outcome_codes
 
 PERCENTILES = (50, 90, 99)
@@ -29,21 +28,24 @@ def percentile_stats(name: str, values: np.ndarray) -> dict[str, float]:
     return {f"{name}_mean_s": float(values.mean()), **{f"{name}_p{q}_s": float(v) for q, v in zip(PERCENTILES, qs)}}
 
 
-def kv_utilization(iterations: pd.DataFrame, replicas: pd.DataFrame, kv_blocks: int, t0: float, t1: float) -> float:
+def kv_utilization(iterations: pd.DataFrame, replicas: pd.DataFrame, t0: float, t1: float) -> float:
     """Time-average share of the KV blocks in use over the replicas' ready time in [t0, t1) (an idle
-    replica holds none)."""
-    ready = busy_seconds(replicas["ready_s"].to_numpy(), replicas["gone_s"].to_numpy(), t0, t1)
-    if ready <= 0 or kv_blocks <= 0:
+    replica holds none), each replica's time weighted by its blocks (``replicas["kv_blocks"]``)."""
+    ready = np.clip(np.minimum(replicas["gone_s"].to_numpy(), t1) - np.maximum(replicas["ready_s"].to_numpy(), t0),
+                    0, None)
+    capacity = float((ready * replicas["kv_blocks"].to_numpy()).sum())
+    if capacity <= 0:
         return math.nan
     start, end = iterations["start_s"].to_numpy(), iterations["end_s"].to_numpy()
     overlap = np.clip(np.minimum(end, t1) - np.maximum(start, t0), 0, None)
-    return float((iterations["kv_blocks_used"].to_numpy() * overlap).sum() / (kv_blocks * ready))
+    return float((iterations["kv_blocks_used"].to_numpy() * overlap).sum() / capacity)
 
 
 def token_summary(requests: pd.DataFrame, iterations: pd.DataFrame, replicas: pd.DataFrame, *, warmup_s: float,
-                  horizon_s: float, ttft_slo_s: float, tpot_slo_s: float, slo_percentile: float, kv_blocks: int,
+                  horizon_s: float, ttft_slo_s: float, tpot_slo_s: float, slo_percentile: float,
                   unstable: bool) -> dict[str, float | int | bool]:
-    """The token-level keys of summary.json (docs/results.md); percentiles are NaN when ``unstable``."""
+    """The token-level keys of summary.json (docs/results.md); percentiles are NaN when ``unstable``. KV shares
+    are of each iteration's own replica's blocks (``replicas["kv_blocks"]``)."""
     window = horizon_s - warmup_s
     arr = requests["arrival_s"].to_numpy()
     inside = (arr >= warmup_s) & (arr < horizon_s)
@@ -54,7 +56,8 @@ def token_summary(requests: pd.DataFrame, iterations: pd.DataFrame, replicas: pd
     good = (ttft <= ttft_slo_s) & ~(tpot > tpot_slo_s)  # one output token: no TPOT to miss
     ends = iterations["end_s"].to_numpy()
     done = (ends >= warmup_s) & (ends < horizon_s)
-    used_share = iterations["kv_blocks_used"].to_numpy() / kv_blocks if kv_blocks else np.zeros(len(iterations))
+    blocks = iterations["replica"].map(dict(zip(replicas["replica"], replicas["kv_blocks"]))).to_numpy(float)
+    used_share = iterations["kv_blocks_used"].to_numpy() / blocks
     out: dict[str, float | int | bool] = {}
     for name, values in zip(LATENCIES, (ttft, tpot, e2e)):
         out.update(percentile_stats(name, values))
@@ -72,7 +75,7 @@ def token_summary(requests: pd.DataFrame, iterations: pd.DataFrame, replicas: pd
         "prefill_tokens_per_s": float(iterations["prefill_tokens"].to_numpy()[done].sum()) / window,
         "mean_input_tokens": float(requests["input_tokens"].to_numpy()[inside].mean()) if n_total else math.nan,
         "mean_output_tokens": float(requests["output_tokens"].to_numpy()[inside].mean()) if n_total else math.nan,
-        "kv_utilization_mean": kv_utilization(iterations, replicas, kv_blocks, warmup_s, horizon_s),
+        "kv_utilization_mean": kv_utilization(iterations, replicas, warmup_s, horizon_s),
         "kv_utilization_peak": float(used_share[done].max()) if done.any() else math.nan,
         "prefix_cache_hit_rate": (float(requests["cached_tokens"].to_numpy()[inside].sum())
                                   / float(requests["input_tokens"].to_numpy()[inside].sum())) if n_total else math.nan,

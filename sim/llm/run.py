@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from sim.llm.build import LlmSetup, llm_setup
+from sim.llm.build import LlmSetup, llm_setup, pool_setups
 from sim.llm.capacity import cached_prompt_tokens, disaggregated_capacity_rps, replica_capacity_rps
 from sim.llm.engine import ITERATION_FIELDS, LlmEngine, LlmRecords
 from sim.llm.metrics import token_summary
@@ -48,23 +48,46 @@ def run_llm_once(scenario, arrivals: np.ndarray, rng: dict[str, np.random.Genera
                      prefix_tokens=prefix.tokens if prefix is not None else 0, conversation=conversation,
                      prefix_caching=scenario.llm.enable_prefix_caching)
     step_time = seeded_step_time(setup.step_time, rng["service"])  # a calibrated model draws its residuals
+    pools = pool_setups(scenario, setup)
     engine = LlmEngine(scenario, arrivals, seqs, step_time, build_router(scenario.fleet.router, rng["routing"]),
                        kv_blocks=setup.plan.kv_blocks, sample_interval_s=interval_s, horizon_s=horizon_s,
                        stop_s=stop_s, next_turn=turns.next_turn if turns is not None else None,
                        think_s=turns.think_s if turns is not None else None,
-                       decode_router=(build_router(scenario.fleet.router, rng["routing"])
-                                      if scenario.llm.disaggregation is not None else None),
-                       kv_bytes_per_token_per_gpu=setup.plan.kv_bytes_per_token_per_gpu)
+                       decode_router=build_router(scenario.fleet.router, rng["routing"]) if pools else None,
+                       pools={role: (step_time if s is setup else seeded_step_time(s.step_time, rng["service"]),
+                                     s.plan.kv_blocks) for role, s in pools.items()},
+                       kv_copy_s_per_token=kv_copy_s_per_token(scenario, pools))
     attach_autoscaler(engine, scenario, rng["lifecycle"], setup.weight_load)
-    requests, iterations, timeseries, replicas = llm_frames(engine.run(), setup, turns)
+    requests, iterations, timeseries, replicas = llm_frames(engine.run(), setup, turns, pools)
     timeseries = enrich_timeseries(timeseries, requests, iterations, replicas, scenario, interval_s)
-    timeseries["cost_rate_usd_per_h"] = timeseries["billed_replicas"] * setup.usd_per_replica_hour
+    timeseries["cost_rate_usd_per_h"] = timeseries["billed_replicas"] * usd_per_replica_hour(scenario, setup, pools)
     timeseries["output_tokens_per_s"] = tokens_per_interval(timeseries["time_s"].to_numpy(), iterations, interval_s)
     return requests, iterations, timeseries, replicas, llm_summary(scenario, setup, requests, iterations, replicas,
-                                                                   horizon_s)
+                                                                   horizon_s, pools)
 
 
-def llm_frames(raw: LlmRecords, setup: LlmSetup, turns=None):
+def kv_copy_s_per_token(scenario, pools: dict[str, LlmSetup]) -> float:
+    """Seconds a disaggregated pool pair takes to copy one token's KV: its bytes over every GPU of the
+    model (2 × layers × KV width × dtype) / (``kv_transfer_bytes_per_s`` × links), one link per GPU of the
+    replica with fewer GPUs (each copies its shard at once). 0 when not disaggregated."""
+    if not pools:
+        return 0.0
+    prefill, decode = pools["prefill"].plan, pools["decode"].plan
+    model_bytes = prefill.kv_bytes_per_token_per_gpu * prefill.gpus
+    links = min(prefill.gpus, decode.gpus)
+    return model_bytes / (scenario.llm.disaggregation.kv_transfer_bytes_per_s * links)
+
+
+def usd_per_replica_hour(scenario, setup: LlmSetup, pools: dict[str, LlmSetup]) -> float:
+    """A replica-hour's price; disaggregated, the pools' mean (every replica of a fixed pool is billed as long)."""
+    if not pools:
+        return setup.usd_per_replica_hour
+    d = scenario.llm.disaggregation
+    return ((d.prefill_replicas * pools["prefill"].usd_per_replica_hour
+             + d.decode_replicas * pools["decode"].usd_per_replica_hour) / (d.prefill_replicas + d.decode_replicas))
+
+
+def llm_frames(raw: LlmRecords, setup: LlmSetup, turns=None, pools: dict[str, LlmSetup] | None = None):
     """(requests, batches, timeseries, replicas) tables from the engine's records; with conversations
     (``turns``) the requests are the turns that came, in arrival order, with their conversation and turn."""
     seqs = raw.seqs
@@ -87,9 +110,11 @@ def llm_frames(raw: LlmRecords, setup: LlmSetup, turns=None):
     iterations = batch_frame(it["replica"], it["start_s"], it["end_s"], it["size"], np.zeros(n, dtype=bool),
                              **{k: np.asarray(it[k], dtype=np.int64) for k in ITERATION_COLUMNS})
     replicas = replica_frame(raw.replicas)
-    replicas["role"] = [r.role for r in raw.replicas]
-    replicas["gpus"] = setup.plan.gpus
-    replicas["kv_blocks"] = setup.plan.kv_blocks
+    roles = [r.role for r in raw.replicas]
+    plans = [(pools or {}).get(role, setup).plan for role in roles]
+    replicas["gpus"] = [plan.gpus for plan in plans]
+    replicas["kv_blocks"] = [plan.kv_blocks for plan in plans]
+    replicas["role"] = roles
     return requests, iterations, pd.DataFrame(raw.timeseries), replicas
 
 
@@ -102,9 +127,10 @@ def tokens_per_interval(t: np.ndarray, iterations: pd.DataFrame, dt: float) -> n
     return np.diff(upto, prepend=0) / dt
 
 
-def llm_summary(scenario, setup: LlmSetup, requests, iterations, replicas, horizon_s: float) -> dict:
+def llm_summary(scenario, setup: LlmSetup, requests, iterations, replicas, horizon_s: float,
+                pools: dict[str, LlmSetup] | None = None) -> dict:
     """The request-level summary (``sim.results.metrics.summarize``) with the token-level keys and the cost
-    of every GPU of every replica."""
+    of every GPU of every replica (disaggregated: each pool's GPUs at their price)."""
     llm, run, plan = scenario.llm, scenario.run, setup.plan
     spec = scenario.autoscaler
     fleet = scenario.fleet.replicas if spec.type == "static" else spec.max_replicas
@@ -114,27 +140,32 @@ def llm_summary(scenario, setup: LlmSetup, requests, iterations, replicas, horiz
                  mean_output_tokens=float(requests["output_tokens"].mean()),
                  mean_cached_tokens=cached_prompt_tokens(scenario) + (float(requests["history_tokens"].mean())
                                                                       if llm.enable_prefix_caching else 0.0))
-    pools = llm.disaggregation
-    capacity = (fleet * replica_capacity_rps(setup.step_time, **shape) if pools is None else
-                disaggregated_capacity_rps(setup.step_time, prefill_replicas=pools.prefill_replicas,
-                                           decode_replicas=pools.decode_replicas, **shape))
+    sizes = llm.disaggregation
+    if not pools:
+        capacity = fleet * replica_capacity_rps(setup.step_time, **shape)
+    else:
+        capacity = disaggregated_capacity_rps(pools["prefill"].step_time, pools["decode"].step_time,
+                                              prefill_replicas=sizes.prefill_replicas,
+                                              decode_replicas=sizes.decode_replicas,
+                                              **{**shape, "kv_tokens": pools["decode"].plan.kv_tokens})
     summary = summarize(requests, iterations, replicas, warmup_s=run.warmup_s, horizon_s=horizon_s,
                         slo_latency_s=scenario.slo.latency_s, slo_percentile=scenario.slo.percentile,
-                        usd_per_replica_hour=setup.usd_per_replica_hour, offered_rps=mean_rate_rps(
+                        usd_per_replica_hour=usd_per_replica_hour(scenario, setup, pools or {}), offered_rps=mean_rate_rps(
                             scenario.workload.arrivals) * turns_per_arrival(scenario), capacity_rps=capacity)
     summary.update(token_summary(requests, iterations, replicas, warmup_s=run.warmup_s, horizon_s=horizon_s,
                                  ttft_slo_s=llm.slo.ttft_s, tpot_slo_s=llm.slo.tpot_s,
-                                 slo_percentile=llm.slo.percentile, kv_blocks=plan.kv_blocks,
-                                 unstable=bool(summary["unstable"])))
+                                 slo_percentile=llm.slo.percentile, unstable=bool(summary["unstable"])))
     replica_hours = summary["gpu_hours"]
     tokens = summary["output_tokens_per_s"] * (horizon_s - run.warmup_s)
+    gpus = float(replicas["gpus"].mean())  # per replica; a disaggregated fleet's pools may differ
+    kv = pools["decode"].plan if pools else plan  # the KV the generations hold
     summary.update({
-        "gpu_hours": replica_hours * plan.gpus,
-        "gpus_per_replica": plan.gpus,
+        "gpu_hours": replica_hours * gpus,
+        "gpus_per_replica": int(gpus) if gpus.is_integer() else gpus,
         "cost_per_million_output_tokens_usd": summary["cost_usd"] / tokens * 1e6 if tokens else float("nan"),
-        "kv_cache_blocks": plan.kv_blocks,
-        "kv_cache_tokens": plan.kv_tokens,
-        "weight_bytes_per_gpu": plan.weight_bytes_per_gpu,
-        "step_time_estimated": bool(setup.step_time.is_estimate),
+        "kv_cache_blocks": kv.kv_blocks,
+        "kv_cache_tokens": kv.kv_tokens,
+        "weight_bytes_per_gpu": kv.weight_bytes_per_gpu,
+        "step_time_estimated": any(s.step_time.is_estimate for s in (pools or {"": setup}).values()),
     })
     return summary

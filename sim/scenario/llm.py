@@ -156,11 +156,24 @@ class Disaggregation(Section):
     decode_replicas: int = Field(ge=1, le=10_000, description="Replicas that only decode; a computed prompt goes "
                                  "to one by a second router of fleet.router's kind.")
     kv_transfer_bytes_per_s: PositiveFloat = Field(
-        default=40e9, description="KV copy rate per GPU from a prefill to a decode replica (each GPU copies its "
-        "shard over its own link). Default: one 400 Gb/s NIC per GPU (InfiniBand NDR, RoCE) at about 80%; "
+        default=40e9, description="KV copy rate per link from a prefill to a decode replica (one link per GPU of "
+        "the replica with fewer GPUs, each copying its share at once). Default: one 400 Gb/s NIC per GPU (InfiniBand NDR, RoCE) at about 80%; "
         "NVLink within a node is ~10× more.")
     kv_transfer_latency_s: NonNegFloat = Field(default=1e-3, description="Fixed cost of one KV copy (handshake, "
                                                "notification), seconds; set your connector's measured figure.")
+    prefill_tensor_parallel: int | None = Field(default=None, ge=1, le=64, description="GPUs per prefill replica "
+                                                "(default: llm.tensor_parallel).")
+    decode_tensor_parallel: int | None = Field(default=None, ge=1, le=64, description="GPUs per decode replica "
+                                               "(default: llm.tensor_parallel).")
+    prefill_gpu: str | None = Field(default=None, description="Catalog GPU of the prefill replicas (default: "
+                                    "fleet.gpu); priced at its catalog price unless llm.usd_per_gpu_hour is set.")
+    decode_gpu: str | None = Field(default=None, description="Catalog GPU of the decode replicas (default: "
+                                   "fleet.gpu); priced likewise.")
+
+    def pool(self, role: str, tensor_parallel: int, gpu: str | None) -> tuple[int, str | None]:
+        """(tensor parallel, GPU) of the ``role`` ("prefill" or "decode") pool: its own, else the llm's and fleet's."""
+        tp, own_gpu = getattr(self, f"{role}_tensor_parallel"), getattr(self, f"{role}_gpu")
+        return (tp if tp is not None else tensor_parallel), (own_gpu if own_gpu is not None else gpu)
 
 
 class Llm(Section):
