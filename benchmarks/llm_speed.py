@@ -10,6 +10,9 @@ iteration and per event (admission, a new KV block every ``block_size`` tokens, 
 token of every sequence, so wall time grows with the number of iterations and blocks, far slower
 than the number of tokens.
 
+Last, the ×1 traffic on the same 8 replicas split into 4 prefill + 4 decode (``llm.disaggregation``):
+every request is handed over and its KV copied, one more event each.
+
 Only ``sim.run`` is timed (the scenario is built before), the fastest of ``--repeat`` runs, after one
 small warm-up run.
 
@@ -99,6 +102,17 @@ def main() -> None:
         if scale == 1:
             ok = len(req) / wall >= TARGET_RPS and tokens / wall >= TARGET_TOKENS
             print(f"{'':>8} target ≥ {TARGET_RPS:,} req/s and ≥ {TARGET_TOKENS:,} tok/s: {'met' if ok else 'MISSED'}")
+            mixed_rate = scenario.workload.arrivals.rate_rps
+    split = updated(chat_scenario(args.requests), {
+        "workload.arrivals.rate_rps": mixed_rate / 2,  # 2 + 2 carries less than 4 mixed (docs/llm.md)
+        "llm.disaggregation": {"prefill_replicas": REPLICAS // 2, "decode_replicas": REPLICAS // 2}})
+    wall, result = timed(split, args.repeat)
+    req = result.requests
+    tokens = int(req["input_tokens"].sum() + req["output_tokens"].sum())
+    s = result.summary
+    print(f"{'×1 P/D':>8} {split.workload.arrivals.rate_rps:>10.1f} {len(req):>9,} {tokens:>11,} "
+          f"{len(result.batches):>10,} {wall:>7.2f} {len(req) / wall:>10,.0f} {tokens / wall:>11,.0f} "
+          f"{wall / len(result.batches) * 1e6:>8.1f} {s['kv_utilization_mean']:>5.2f} {s['tpot_p50_s'] * 1e3:>7.2f}ms")
 
 
 if __name__ == "__main__":
