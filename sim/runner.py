@@ -32,7 +32,7 @@ from sim.workload.arrivals import arrival_times, expected_count
 
 # Appended streams leave the others as they were (SeedSequence children are numbered).
 STREAMS = ("arrivals", "service", "routing", "lifecycle", "tokens", "architectures", "prefixes",
-           "conversations")  # new ones last: the others keep their seeds
+           "conversations", "classes")  # new ones last: the others keep their seeds
 BYTES_PER_REQUEST = 270  # peak memory per request of a run (measured: 1M and 3M requests of the fraud_mlp example)
 MAX_SAMPLES = 2_000_000  # time-series samples of one replication
 DEFAULT_DRAIN_S = 60.0  # run.drain_s default: the horizon, and at least this

@@ -69,11 +69,14 @@ def test_examples_simulate_and_write_the_contract(capsys, tmp_path, path):
 def test_results_doc_covers_every_llm_column_and_key():
     doc = (REPO / "docs" / "results.md").read_text()
     documented = set(re.findall(r"^\| `([a-z0-9_{}P]+)` \|", doc, flags=re.M))
-    result = sim.run(sim.scenario_from_dict(CHAT), replications=2)
+    classes = [{"name": "chat", "share": 0.5}, {"name": "batch", "share": 0.5, "priority": 1}]
+    result = sim.run(sim.scenario_from_dict({**CHAT, "workload": {**CHAT["workload"], "classes": classes}}),
+                     replications=2)
+    assert "class__batch__ttft_p99_slo_s" in result.summary
     for frame in (result.requests, result.batches, result.timeseries, result.replicas):
         assert set(frame.columns) <= documented, set(frame.columns) - documented
-    keys = {re.sub(r"_p[0-9.]+_slo_s$", "_p{P}_slo_s", k) for k in result.summary
-            if not k.endswith(("_ci95_low", "_ci95_high"))}
+    keys = {re.sub(r"^class__.+?__", "class__{name}__", re.sub(r"_p[0-9.]+_slo_s$", "_p{P}_slo_s", k))
+            for k in result.summary if not k.endswith(("_ci95_low", "_ci95_high"))}
     assert keys <= documented, keys - documented
 
 

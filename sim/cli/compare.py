@@ -61,7 +61,7 @@ def main(args) -> int:
     from rich.table import Table
 
     from sim.results.files import check_file, writing_file
-    from sim.results.output import LLM_TABLE_ROWS, fmt
+    from sim.results.output import LLM_TABLE_ROWS, class_rows, fmt
     from sim.scenario.keys import with_run_flags
 
     pairs = variants(args.scenarios, args.vary)
@@ -75,7 +75,9 @@ def main(args) -> int:
     for label, _ in results:
         table.add_column(label, justify="right")
     llm = any("ttft_p50_s" in s for _, s in results)  # token-level runs: the simulate table's LLM rows
-    for key, label, scale, pattern in LLM_TABLE_ROWS if llm else ROWS:
+    classes = [sc for _, sc in pairs if getattr(sc, "llm", None) is not None and sc.workload.classes]
+    extra = class_rows(classes[0].workload.classes, classes[0].llm.slo.percentile) if classes else ()
+    for key, label, scale, pattern in (LLM_TABLE_ROWS + extra) if llm else ROWS:
         table.add_row(label, *[fmt(s, key, scale, pattern) if key in s else "—" for _, s in results])
     table.add_row("SLO", *["met" if s.get("slo_met") else "missed" for _, s in results])
     table.add_row("stable", *["no" if s.get("unstable") else "yes" for _, s in results])

@@ -103,7 +103,8 @@ class LlmEngine(FleetContract):
         self.router = router
         self._keyed = getattr(router, "keyed", False)  # it routes by the request's shared prefix
         self._knobs = dict(max_num_seqs=llm.max_num_seqs, max_num_batched_tokens=llm.max_num_batched_tokens,
-                           block_size=llm.block_size, kv_blocks=kv_blocks, chunked_prefill=llm.enable_chunked_prefill)
+                           block_size=llm.block_size, kv_blocks=kv_blocks, chunked_prefill=llm.enable_chunked_prefill,
+                           policy=llm.scheduling_policy)
         self.horizon_s = horizon_s
         self.stop_s = max(stop_s, horizon_s)
         self._halt = self.env.event()

@@ -23,6 +23,7 @@ from sim.results.timeline import enrich_timeseries
 from sim.scaling.scaler import attach_autoscaler
 from sim.scenario.model import mean_rate_rps
 from sim.serving.routers import build_router
+from sim.workload.classes import DEFAULT, class_names, class_priorities, draw_classes
 from sim.workload.conversations import conversation_turns, turns_per_arrival
 from sim.workload.tokens import prefix_groups, token_counts
 
@@ -34,6 +35,7 @@ def run_llm_once(scenario, arrivals: np.ndarray, rng: dict[str, np.random.Genera
     """(requests, batches, timeseries, replicas, summary) of one replication; ``batches`` are iterations."""
     setup = llm_setup(scenario)
     prefix = scenario.workload.shared_prefix
+    cls = draw_classes(scenario, rng["classes"], arrivals.size)  # per arrival: a conversation's turns share it
     turns = (conversation_turns(scenario, arrivals, rng, setup.max_model_len)
              if scenario.workload.conversation is not None else None)
     if turns is None:
@@ -44,9 +46,11 @@ def run_llm_once(scenario, arrivals: np.ndarray, rng: dict[str, np.random.Genera
     else:
         arrivals, input_tokens, output_tokens = turns.arrival_s, turns.input_tokens, turns.output_tokens
         groups, conversation = turns.prefix_group, turns.conversation.tolist()
+        cls = cls[turns.conversation]
     seqs = Sequences(input_tokens.tolist(), output_tokens.tolist(), prefix_group=groups.tolist(),
                      prefix_tokens=prefix.tokens if prefix is not None else 0, conversation=conversation,
-                     prefix_caching=scenario.llm.enable_prefix_caching)
+                     prefix_caching=scenario.llm.enable_prefix_caching,
+                     priority=class_priorities(scenario)[cls].tolist())
     step_time = seeded_step_time(setup.step_time, rng["service"])  # a calibrated model draws its residuals
     pools = pool_setups(scenario, setup)
     engine = LlmEngine(scenario, arrivals, seqs, step_time, build_router(scenario.fleet.router, rng["routing"]),
@@ -58,7 +62,8 @@ def run_llm_once(scenario, arrivals: np.ndarray, rng: dict[str, np.random.Genera
                                      s.plan.kv_blocks) for role, s in pools.items()},
                        kv_copy_s_per_token=kv_copy_s_per_token(scenario, pools))
     attach_autoscaler(engine, scenario, rng["lifecycle"], setup.weight_load)
-    requests, iterations, timeseries, replicas = llm_frames(engine.run(), setup, turns, pools)
+    requests, iterations, timeseries, replicas = llm_frames(engine.run(), setup, turns, pools,
+                                                            (np.array(class_names(scenario)), cls))
     timeseries = enrich_timeseries(timeseries, requests, iterations, replicas, scenario, interval_s)
     timeseries["cost_rate_usd_per_h"] = timeseries["billed_replicas"] * usd_per_replica_hour(scenario, setup, pools)
     timeseries["output_tokens_per_s"] = tokens_per_interval(timeseries["time_s"].to_numpy(), iterations, interval_s)
@@ -87,9 +92,11 @@ def usd_per_replica_hour(scenario, setup: LlmSetup, pools: dict[str, LlmSetup]) 
              + d.decode_replicas * pools["decode"].usd_per_replica_hour) / (d.prefill_replicas + d.decode_replicas))
 
 
-def llm_frames(raw: LlmRecords, setup: LlmSetup, turns=None, pools: dict[str, LlmSetup] | None = None):
+def llm_frames(raw: LlmRecords, setup: LlmSetup, turns=None, pools: dict[str, LlmSetup] | None = None,
+               classes: tuple[np.ndarray, np.ndarray] | None = None):
     """(requests, batches, timeseries, replicas) tables from the engine's records; with conversations
-    (``turns``) the requests are the turns that came, in arrival order, with their conversation and turn."""
+    (``turns``) the requests are the turns that came, in arrival order, with their conversation and turn;
+    ``classes``: (names, each request's class index), for the request_class column."""
     seqs = raw.seqs
     end = np.asarray(seqs.end_s, dtype=float)
     outcome = np.where(np.isnan(end), UNFINISHED, SERVED).astype(np.int8)
@@ -101,6 +108,9 @@ def llm_frames(raw: LlmRecords, setup: LlmSetup, turns=None, pools: dict[str, Ll
     order = came[np.argsort(raw.arrival_s[came], kind="stable")]
     requests = token_request_frame(*(c[order] for c in columns))
     requests["decode_replica"] = raw.decode_replica[order]
+    names, cls = classes if classes is not None else (np.array([DEFAULT]), np.zeros(len(raw.arrival_s), np.int64))
+    requests["request_class"] = names[cls[order]]
+    requests["priority"] = np.asarray(raw.seqs.priority, dtype=np.int64)[order]
     requests["conversation"] = turns.conversation[order] if turns is not None else np.full(order.size, -1)
     requests["turn"] = turns.turn[order] if turns is not None else np.ones(order.size, dtype=np.int64)
     requests["history_tokens"] = (turns.history_tokens[order] if turns is not None
@@ -155,6 +165,17 @@ def llm_summary(scenario, setup: LlmSetup, requests, iterations, replicas, horiz
     summary.update(token_summary(requests, iterations, replicas, warmup_s=run.warmup_s, horizon_s=horizon_s,
                                  ttft_slo_s=llm.slo.ttft_s, tpot_slo_s=llm.slo.tpot_s,
                                  slo_percentile=llm.slo.percentile, unstable=bool(summary["unstable"])))
+    if scenario.workload.classes:  # each class against its own objectives; the run meets its SLO if all do
+        per_class = class_summary(requests, iterations, replicas, scenario, horizon_s, bool(summary["unstable"]))
+        summary.update(per_class)
+        names = class_names(scenario)
+        good = sum(per_class[f"class__{c}__goodput_share"] * per_class[f"class__{c}__requests"] for c in names
+                   if per_class[f"class__{c}__requests"])
+        window = horizon_s - run.warmup_s
+        summary["goodput_rps"] = good / window if window > 0 else float("nan")
+        total = sum(per_class[f"class__{c}__requests"] for c in names)
+        summary["goodput_share"] = good / total if total else float("nan")
+        summary["slo_met"] = all(per_class[f"class__{c}__slo_met"] for c in names)
     replica_hours = summary["gpu_hours"]
     tokens = summary["output_tokens_per_s"] * (horizon_s - run.warmup_s)
     gpus = float(replicas["gpus"].mean())  # per replica; a disaggregated fleet's pools may differ
@@ -169,3 +190,27 @@ def llm_summary(scenario, setup: LlmSetup, requests, iterations, replicas, horiz
         "step_time_estimated": any(s.step_time.is_estimate for s in (pools or {"": setup}).values()),
     })
     return summary
+
+
+CLASS_KEYS = ("ttft_p50_s", "tpot_p50_s", "goodput_share", "slo_met", "preemptions")
+
+
+def class_summary(requests, iterations, replicas, scenario, horizon_s: float, unstable: bool) -> dict:
+    """Per request class (``workload.classes``): its requests in the window and its TTFT and TPOT (p50 and
+    at ``llm.slo.percentile``), share within its objectives (its own ``ttft_s`` / ``tpot_s``, else
+    ``llm.slo``'s), verdict and preemptions, as ``class__<name>__<key>`` (NaN percentiles when the run is
+    unstable)."""
+    llm, out = scenario.llm, {}
+    targets = {c.name: c.objectives(llm.slo) for c in scenario.workload.classes}
+    arrived = requests["arrival_s"].to_numpy()
+    inside = (arrived >= scenario.run.warmup_s) & (arrived < horizon_s)
+    p = f"p{llm.slo.percentile:g}_slo_s"
+    for name in class_names(scenario):
+        mine = requests[requests["request_class"].to_numpy() == name]
+        figures = token_summary(mine, iterations, replicas, warmup_s=scenario.run.warmup_s, horizon_s=horizon_s,
+                                ttft_slo_s=targets[name][0], tpot_slo_s=targets[name][1],
+                                slo_percentile=llm.slo.percentile, unstable=unstable)
+        out[f"class__{name}__requests"] = int((inside & (requests["request_class"].to_numpy() == name)).sum())
+        for key in (*CLASS_KEYS[:2], f"ttft_{p}", f"tpot_{p}", *CLASS_KEYS[2:]):
+            out[f"class__{name}__{key}"] = figures[key]
+    return out

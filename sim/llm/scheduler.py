@@ -37,6 +37,11 @@ applies it. Rules (vLLM's, with the differences written down in docs/llm.md):
    once it has landed (:meth:`Scheduler.land`), the sequence decodes from the next iteration. It does
    not prefill, except a sequence it preempted, which it recomputes itself; it caches nothing.
 
+6. **Priority** (``policy="priority"``, vLLM's ``--scheduling-policy priority``): the waiting queue is
+   ordered by (priority, arrival) instead of arrival alone, a preempted sequence rejoining by the same
+   key, and the victim of rule 1 is the running sequence of the highest priority value, latest arrival
+   (not the most recently admitted). Admission still stops at a head that does not fit.
+
 Cost grows with events, not tokens: a decoding sequence is not touched each iteration. Its state is
 kept as of the decode round it was last synced at, and it is looked at again only at the rounds where
 it needs a new KV block (one in ``block_size``) or finishes, found in two round-keyed agendas.
@@ -44,6 +49,7 @@ it needs a new KV block (one in ``block_size``) or finishes, found in two round-
 
 from __future__ import annotations
 
+import heapq
 import math
 from collections import OrderedDict, deque
 from dataclasses import dataclass, field
@@ -55,8 +61,12 @@ class Sequences:
     """Per-request token state and timestamps, as parallel lists indexed by request id."""
 
     def __init__(self, input_tokens: list[int], output_tokens: list[int], prefix_group: list[int] | None = None,
-                 prefix_tokens: int = 0, conversation: list[int] | None = None, prefix_caching: bool = True) -> None:
+                 prefix_tokens: int = 0, conversation: list[int] | None = None, prefix_caching: bool = True,
+                 priority: list[int] | None = None) -> None:
         n = len(input_tokens)
+        self.priority = list(priority) if priority is not None else [0] * n  # lower: served first (rule 6)
+        self.ticket = [-1] * n  # arrival order: numbered when first queued anywhere
+        self._tickets = 0
         self.prefix_group = list(prefix_group) if prefix_group is not None else [-1] * n  # -1: no shared prefix
         self.prefix_tokens = prefix_tokens  # tokens of a shared prefix, in front of the prompts that have one
         self.conversation = list(conversation) if conversation is not None else [-1] * n  # -1: a single request
@@ -80,10 +90,46 @@ class Sequences:
         self.first_batch = [0] * n  # sequences in the iteration that first scheduled it
         self.preemptions = [0] * n
 
+    def queued(self, i: int) -> None:
+        """``i`` joins a waiting queue; the first time anywhere, it takes the next arrival number."""
+        if self.ticket[i] < 0:
+            self.ticket[i] = self._tickets
+            self._tickets += 1
+
     def route_key(self, i: int) -> int:
         """What a prefix-aware router places ``i`` by: its conversation, else its shared prefix (-1: none)."""
         c = self.conversation[i]
         return 2 * c + 1 if c >= 0 else (2 * self.prefix_group[i] if self.prefix_group[i] >= 0 else -1)
+
+
+class PriorityWaiting:
+    """A waiting queue ordered by (priority, arrival): the deque operations the scheduler uses, on a heap.
+    ``appendleft`` (a preempted sequence) rejoins by the same key as ``append``."""
+
+    __slots__ = ("_heap", "_seqs")
+
+    def __init__(self, seqs: Sequences) -> None:
+        self._heap: list[tuple[int, int, int]] = []
+        self._seqs = seqs
+
+    def append(self, i: int) -> None:
+        heapq.heappush(self._heap, (self._seqs.priority[i], self._seqs.ticket[i], i))
+
+    appendleft = append
+
+    def popleft(self) -> int:
+        return heapq.heappop(self._heap)[2]
+
+    def __getitem__(self, k: int) -> int:
+        if k != 0:
+            raise IndexError("a priority queue shows its head only")
+        return self._heap[0][2]
+
+    def __len__(self) -> int:
+        return len(self._heap)
+
+    def __bool__(self) -> bool:
+        return bool(self._heap)
 
 
 @dataclass
@@ -107,8 +153,9 @@ class Scheduler:
     """One replica's waiting queue, running set and KV block pool."""
 
     def __init__(self, seqs: Sequences, *, max_num_seqs: int, max_num_batched_tokens: int, block_size: int,
-                 kv_blocks: int, chunked_prefill: bool = True, role: str = "both") -> None:
+                 kv_blocks: int, chunked_prefill: bool = True, role: str = "both", policy: str = "fcfs") -> None:
         self.seqs = seqs
+        self.by_priority = policy == "priority"
         self.role = role  # "both" (prefill and decode), "prefill" or "decode" (disaggregated; rule 5)
         self.handoffs: list[int] = []  # prefill role: prompts computed since the engine last looked
         self.parked: dict[int, int] = {}  # prefill role: handed-off sequence -> its blocks, until copied
@@ -118,7 +165,7 @@ class Scheduler:
         self.max_seqs, self.budget, self.block_size = max_num_seqs, max_num_batched_tokens, block_size
         self.total_blocks = self.free_blocks = kv_blocks
         self.chunked = chunked_prefill
-        self.waiting: deque[int] = deque()
+        self.waiting: deque[int] | PriorityWaiting = PriorityWaiting(seqs) if self.by_priority else deque()
         self.running: dict[int, None] = {}  # admission order
         self.prefilling: dict[int, None] = {}  # running sequences whose prefill is not complete
         self.decoding = 0
@@ -136,7 +183,8 @@ class Scheduler:
 
     # ------------------------------------------------------------ state
     def add(self, i: int) -> None:
-        """A new request joins the waiting queue (FCFS)."""
+        """A new request joins the waiting queue (FCFS, or by priority: rule 6)."""
+        self.seqs.queued(i)
         self.waiting.append(i)
 
     def has_work(self) -> bool:
@@ -308,7 +356,7 @@ class Scheduler:
             if gen[i] != g:  # preempted earlier in this loop
                 continue
             while not self.free_blocks:
-                victim = next(reversed(self.running))
+                victim = self._victim()
                 self._preempt(victim)
                 it.preempted += 1
                 if victim == i:
@@ -318,6 +366,14 @@ class Scheduler:
                 seqs.blocks[i] += 1
                 if r + bs <= self._last_round(i):
                     self._grow_at.setdefault(r + bs, []).append((i, g))
+
+    def _victim(self) -> int:
+        """The running sequence preempted first: the most recently admitted, or by priority the highest
+        priority value, latest arrival (rule 6)."""
+        if not self.by_priority:
+            return next(reversed(self.running))
+        priority, ticket = self.seqs.priority, self.seqs.ticket
+        return max(self.running, key=lambda i: (priority[i], ticket[i]))
 
     def _last_round(self, i: int) -> int:
         seqs = self.seqs

@@ -36,6 +36,7 @@ from sim.runner import streams
 from sim.scenario.keys import updated
 from sim.scenario.model import Scenario
 from sim.workload.arrivals import arrival_times
+from sim.workload.classes import strictest_tpot_s
 from sim.workload.tokens import prefix_groups, token_counts
 
 DEFAULT_TENSOR_PARALLEL = (1, 2, 4, 8)
@@ -158,7 +159,7 @@ class LlmSpace:
                 rejected.append(str(exc))
                 continue
             floor = decode_floor_s(candidate) if candidate.llm.step_time.type != "calibrated" else 0.0
-            if floor > candidate.llm.slo.tpot_s:  # (a calibrated model's residuals may dip below its mean: no floor)
+            if floor > strictest_tpot_s(candidate):  # (a calibrated model's residuals may dip below its mean: no floor)
                 slow[group] = floor
                 continue
             good.append(config)
@@ -189,7 +190,7 @@ def _skip_notes(scenario: Scenario, unfit: dict, too_wide: dict, slow: dict, rej
         notes.append("not simulated, a replica would span more GPUs than one node holds: "
                      + ", ".join(f"{name(g)} ({n} per node)" for g, n in too_wide.items()))
     if slow:
-        tpot = scenario.llm.slo.tpot_s
+        tpot = strictest_tpot_s(scenario)
         notes.append(f"not simulated, one sequence decoding alone is slower than the TPOT objective "
                      f"({tpot * 1e3:g} ms) on: " + ", ".join(f"{name(g)} ({s * 1e3:.1f} ms)" for g, s in slow.items()))
     if rejected:

@@ -156,10 +156,20 @@ class Objective:
 
 
 def objectives(scenario: Scenario) -> list[Objective]:
-    """The request latency percentile against ``slo``; for an llm scenario, TTFT and TPOT against ``llm.slo``."""
+    """The request latency percentile against ``slo``; for an llm scenario, TTFT and TPOT against ``llm.slo``
+    (with ``workload.classes``, each class's TTFT and TPOT against its own objectives)."""
     if scenario.llm is not None:
         slo = scenario.llm.slo
         p = f"p{slo.percentile:g}"
+        if scenario.workload.classes:  # each class against its own objectives (docs/llm.md)
+            out = []
+            for c in scenario.workload.classes:
+                ttft, tpot = c.objectives(slo)
+                k = f"class__{c.name}__"
+                out += [Objective(f"{c.name}_ttft", f"{c.name} TTFT {p}", f"{k}ttft_{p}_slo_s", f"{k}ttft_upper_s", ttft),
+                        Objective(f"{c.name}_tpot", f"{c.name} TPOT {p}", f"{k}tpot_{p}_slo_s", f"{k}tpot_upper_s", tpot,
+                                  missing_meets=True)]
+            return out
         return [Objective("ttft", f"TTFT {p}", f"ttft_{p}_slo_s", "ttft_upper_s", slo.ttft_s),
                 Objective("tpot", f"TPOT {p}", f"tpot_{p}_slo_s", "tpot_upper_s", slo.tpot_s, missing_meets=True)]
     return [Objective("p99", f"p{scenario.slo.percentile:g}", slo_key(scenario), "slo_upper_s", scenario.slo.latency_s)]

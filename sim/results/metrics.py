@@ -169,8 +169,9 @@ def slo_violation(requests: pd.DataFrame, warmup_s: float, horizon_s: float, slo
 def replicate_summary(runs: list[dict], level: float = 0.95) -> dict[str, float | int | bool]:
     """Mean over replications with a Student-t confidence interval per numeric metric.
 
-    Adds ``<key>_ci95_low`` / ``<key>_ci95_high`` for every float metric; counts are summed,
-    flags are true if true in any replication.
+    Adds ``<key>_ci95_low`` / ``<key>_ci95_high`` for every float metric; counts (``requests_*``, a request
+    class's ``class__<name>__requests``) are summed; ``unstable`` and ``overloaded`` are true if true in
+    any replication, other flags if true in every one.
     """
     from scipy import stats as sps
 
@@ -184,8 +185,8 @@ def replicate_summary(runs: list[dict], level: float = 0.95) -> dict[str, float 
         values = [r[key] for r in runs]
         if isinstance(values[0], bool):
             out[key] = any(values) if key in ("unstable", "overloaded") else all(values)
-        elif isinstance(values[0], int) and key.startswith(("requests_", "backlog_at")):
-            out[key] = int(sum(values)) if key.startswith("requests_") else int(max(values))
+        elif isinstance(values[0], int) and (key.startswith(("requests_", "backlog_at")) or key.endswith("__requests")):
+            out[key] = int(max(values)) if key.startswith("backlog_at") else int(sum(values))
         else:
             arr = np.asarray(values, dtype=float)
             finite = arr[np.isfinite(arr)]

@@ -49,7 +49,7 @@ LLM_TABLE_ROWS = (  # token-level runs (an llm section): the same table in LLM t
     ("kv_cache_tokens", "KV cache per replica", 1, "{:,.0f} tokens"),
     ("mean_batch_size", "sequences per iteration", 1, "{:,.1f}"),
     ("replicas_mean", "replicas (mean)", 1, "{:,.2f}"),
-    ("gpus_per_replica", "GPUs per replica", 1, "{:,.0f}"),
+    ("gpus_per_replica", "GPUs per replica", 1, "{:,.3g}"),
     ("gpu_hours", "GPU-hours", 1, "{:,.3f} h"),
     ("cost_usd", "cost of run", 1, "${:,.2f}"),
     ("cost_per_million_output_tokens_usd", "cost per 1M output tokens", 1, "${:,.2f}"),
@@ -105,8 +105,22 @@ def table_rows(scenario) -> tuple:
     if getattr(scenario, "streaming", None) is not None:
         return TABLE_ROWS + STREAMING_TABLE_ROWS
     if getattr(scenario, "llm", None) is not None:
-        return LLM_TABLE_ROWS
+        return LLM_TABLE_ROWS + class_rows(scenario.workload.classes, scenario.llm.slo.percentile)
     return TABLE_ROWS + sum((rows for key, rows in ONLINE_TABLE_ROWS.items() if getattr(scenario, key, None)), ())
+
+
+def class_rows(classes, percentile: float) -> tuple:
+    """Per request class (``workload.classes``): its requests, TTFT and TPOT at the SLO's percentile, the
+    share within both objectives (the summary's ``class__<name>__*`` keys)."""
+    p = f"p{percentile:g}"
+    rows = ()
+    for c in classes or ():
+        k = f"class__{c.name}__"
+        rows += ((f"{k}requests", f"{c.name}: requests", 1, "{:,.0f}"),
+                 (f"{k}ttft_{p}_slo_s", f"{c.name}: TTFT {p}", 1e3, "{:,.1f} ms"),
+                 (f"{k}tpot_{p}_slo_s", f"{c.name}: TPOT {p}", 1e3, "{:,.2f} ms"),
+                 (f"{k}goodput_share", f"{c.name}: within TTFT+TPOT SLO", 100, "{:,.2f} %"))
+    return rows
 
 
 def fmt(summary: dict, key: str, scale: float, pattern: str) -> str:

@@ -78,6 +78,26 @@ class Conversation(Section):
                                         "this mean, seconds.")
 
 
+class RequestClass(Section):
+    """A share of the traffic with a name and a scheduling priority (interactive chat beside batch jobs)."""
+
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,31}$", description="Label in the requests table and the "
+                      "summary's per-class keys: lowercase letters, digits, - and _ (at most 32).")
+    share: float = Field(gt=0, le=1, description="Share of the arrivals in this class (a conversation's turns all "
+                         "share its class); the shares add up to 1.")
+    priority: int = Field(default=0, ge=-1000, le=1000, description="With llm.scheduling_policy: priority, lower "
+                          "is served first and preempted last (vLLM's convention); ignored under fcfs.")
+    ttft_s: PositiveFloat | None = Field(default=None, description="This class's time-to-first-token objective "
+                                         "at llm.slo.percentile, seconds (default: llm.slo.ttft_s).")
+    tpot_s: PositiveFloat | None = Field(default=None, description="This class's time-per-output-token objective, "
+                                         "seconds (default: llm.slo.tpot_s).")
+
+    def objectives(self, slo) -> tuple[float, float]:
+        """(TTFT, TPOT) objectives of this class: its own, else ``slo``'s (``llm.slo``)."""
+        return (self.ttft_s if self.ttft_s is not None else slo.ttft_s,
+                self.tpot_s if self.tpot_s is not None else slo.tpot_s)
+
+
 TokenLengths = Annotated[FixedTokens | LognormalTokens | EmpiricalTokens | TraceTokens,
                          Field(discriminator="distribution")]
 TOKEN_DISTRIBUTIONS = union_tags(TokenLengths, "distribution")
@@ -212,6 +232,10 @@ class Llm(Section):
                                                  "replica costs GPUs × this. Default: the catalog price of "
                                                  "fleet.gpu.")
     slo: LlmSLO = Field(default_factory=LlmSLO, description="Token-level objectives.")
+    scheduling_policy: Literal["fcfs", "priority"] = Field(
+        default="fcfs", description="fcfs: waiting sequences are admitted in arrival order and the most recently "
+        "admitted is preempted first. priority (vLLM's --scheduling-policy priority): admitted by "
+        "workload.classes' priority, then arrival; the lowest priority, latest arrival is preempted first.")
     disaggregation: Disaggregation | None = Field(
         default=None, description="Prefill and decode on separate pools of replicas (fixed sizes; "
         "fleet.replicas is set to their sum). Absent: every replica does both (chunked prefill mixes them).")
@@ -239,6 +263,8 @@ def llm_problem(scenario) -> str | None:
             return "workload.shared_prefix: shared prompt prefixes need an llm section (token-level serving)"
         if work.conversation is not None:
             return "workload.conversation: multi-turn conversations need an llm section (token-level serving)"
+        if work.classes is not None:
+            return "workload.classes: request classes need an llm section (token-level serving)"
         if scenario.service is None:
             return "service: missing required key (or an llm section, for token-level LLM serving)"
         if tokens:
@@ -260,6 +286,14 @@ def llm_problem(scenario) -> str | None:
     if scenario.cost.usd_per_replica_hour:
         return (f"cost.usd_per_replica_hour = {scenario.cost.usd_per_replica_hour:g}: an LLM replica costs its "
                 "GPUs × llm.usd_per_gpu_hour (default: the catalog price); set that instead")
+    if work.classes is not None:
+        names = [c.name for c in work.classes]
+        total = sum(c.share for c in work.classes)
+        if len(set(names)) < len(names):
+            twice = next(n for n in names if names.count(n) > 1)
+            return f"workload.classes: the name {twice!r} is given twice; class names are unique"
+        if abs(total - 1) > 1e-6:
+            return f"workload.classes: the shares add up to {total:g}; they must add up to 1"
     disagg = llm.disaggregation
     if disagg is not None:
         pools = disagg.prefill_replicas + disagg.decode_replicas

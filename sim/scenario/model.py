@@ -16,7 +16,7 @@ from pydantic import Field, field_validator, model_validator
 
 from sim.scenario.architectures import Offline, Streaming, architecture_problem
 from sim.scenario.base import NonNegFloat, PositiveFloat, Section, union_tags
-from sim.scenario.llm import Conversation, Llm, SharedPrefix, TokenLengths, llm_problem
+from sim.scenario.llm import Conversation, Llm, RequestClass, SharedPrefix, TokenLengths, llm_problem
 from sim.scenario.online import Cache, Edge, Failures, Overlap, online_problem
 from sim.scenario.scaling import Autoscaler, ColdStart, Static
 from sim.serving.routers import ROUTERS
@@ -120,6 +120,10 @@ class Workload(Section):
     conversation: Conversation | None = Field(default=None, description="llm scenarios: multi-turn chat; each "
                                               "arrival starts a conversation, input_tokens is each turn's new "
                                               "message; none: every request stands alone.")
+    classes: list[RequestClass] | None = Field(default=None, min_length=1, max_length=16, description="llm "
+                                               "scenarios: shares of the traffic with names and priorities (per-class "
+                                               "figures in the summary; llm.scheduling_policy: priority serves them "
+                                               "by priority); none: one class, `default`.")
 
 
 # ---------------------------------------------------------------- service
