@@ -210,3 +210,48 @@ def test_the_planner_judges_every_class_by_its_own_objectives():
     table = judge(pd.DataFrame([row, slow_batch]), sc)
     assert table["meets_slo"].tolist() == [True, False]
     assert table["slo_ratio"].tolist() == pytest.approx([0.8, 1.2])
+
+
+# ---------------------------------------------------------------- lengths of a class's own
+def test_a_class_s_own_lengths_replace_the_workload_s_for_its_requests_only():
+    own = [{"name": "chat", "share": 0.7},
+           {"name": "docs", "share": 0.3, "input_tokens": {"distribution": "fixed", "tokens": 2500},
+            "output_tokens": {"distribution": "lognormal", "mean_tokens": 60, "cv": 0.5, "max_tokens": 400}}]
+    same = [{"name": "chat", "share": 0.7}, {"name": "docs", "share": 0.3}]
+    a = sim.run(chat(**{"workload.classes": own, "llm.num_gpu_blocks_override": 5000})).requests
+    b = sim.run(chat(**{"workload.classes": same, "llm.num_gpu_blocks_override": 5000})).requests
+    docs, chats = a["request_class"] == "docs", a["request_class"] == "chat"
+    assert (a["request_class"] == b["request_class"]).all()  # the same draw of classes
+    assert (a.loc[docs, "input_tokens"] == 2500).all()
+    assert a.loc[docs, "output_tokens"].mean() == pytest.approx(60, rel=0.08)
+    # the other class keeps the very lengths it had: the class's draws come from the classes stream
+    assert a.loc[chats, ["input_tokens", "output_tokens"]].equals(b.loc[chats, ["input_tokens", "output_tokens"]])
+
+
+@pytest.mark.parametrize(("over", "message"), [
+    ({"workload.classes": [{"name": "a", "share": 1.0, "input_tokens": {"distribution": "trace"}}]},
+     "workload.classes[0].input_tokens.distribution = 'trace': a class draws its own lengths"),
+    ({"workload.classes": [{"name": "a", "share": 1.0, "output_tokens": {"distribution": "fixed", "tokens": 5}}],
+      "workload.conversation": {"mean_turns": 3, "think_time_s": 5}},
+     "workload.classes[0].output_tokens: lengths per class are not modelled with workload.conversation"),
+])
+def test_class_lengths_that_cannot_be_drawn_are_one_line(over, message):
+    with pytest.raises(CapsimError, match=message.replace("[", r"\[").replace("]", r"\]")):
+        chat(**over)
+
+
+def test_a_class_s_lengths_that_do_not_fit_name_the_class(tmp_path, capsys):
+    import yaml
+
+    from sim.cli import main
+
+    data = {"workload": {"arrivals": {"process": "poisson", "rate_rps": 2},
+                         "input_tokens": {"distribution": "fixed", "tokens": 100},
+                         "output_tokens": {"distribution": "fixed", "tokens": 10},
+                         "classes": [{"name": "a", "share": 0.5},
+                                     {"name": "b", "share": 0.5, "input_tokens": {"distribution": "fixed", "tokens": 5000}}]},
+            "llm": {"model": "llama-2-7b"}, "fleet": {"gpu": "H100-SXM"}, "run": {"duration_s": 10}}
+    (tmp_path / "s.yaml").write_text(yaml.safe_dump(data))
+    assert main(["simulate", str(tmp_path / "s.yaml"), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "workload.classes[1].input_tokens:" in err and "llm.max_model_len = 4,096" in err and err.count("\n") == 1

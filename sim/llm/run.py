@@ -41,7 +41,7 @@ def run_llm_once(scenario, arrivals: np.ndarray, rng: dict[str, np.random.Genera
     if turns is None:
         groups = prefix_groups(scenario, rng["prefixes"], arrivals.size)
         input_tokens, output_tokens = token_counts(scenario, rng["tokens"], arrivals.size, setup.max_model_len,
-                                                   groups)
+                                                   groups, cls, rng["classes"])
         conversation = None
     else:
         arrivals, input_tokens, output_tokens = turns.arrival_s, turns.input_tokens, turns.output_tokens

@@ -36,7 +36,7 @@ from sim.runner import streams
 from sim.scenario.keys import updated
 from sim.scenario.model import Scenario
 from sim.workload.arrivals import arrival_times
-from sim.workload.classes import strictest_tpot_s
+from sim.workload.classes import draw_classes, strictest_tpot_s
 from sim.workload.tokens import prefix_groups, token_counts
 
 DEFAULT_TENSOR_PARALLEL = (1, 2, 4, 8)
@@ -231,7 +231,8 @@ def llm_replica_capacity_rps(scenario: Scenario) -> float:
     rng = streams(scenario.run.seed, 0)
     n = max(1, min(CAPACITY_SAMPLE, arrival_times(scenario, rng["arrivals"]).size))
     prompt, output = token_counts(scenario, rng["tokens"], n, setup.max_model_len,
-                                  prefix_groups(scenario, rng["prefixes"], n))
+                                  prefix_groups(scenario, rng["prefixes"], n),
+                                  draw_classes(scenario, rng["classes"], n), rng["classes"])
     plan, llm = setup.plan, scenario.llm
     return replica_capacity_rps(setup.step_time, kv_tokens=plan.kv_tokens, block_size=plan.block_size,
                                 max_num_seqs=llm.max_num_seqs, max_num_batched_tokens=llm.max_num_batched_tokens,

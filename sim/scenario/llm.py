@@ -78,6 +78,11 @@ class Conversation(Section):
                                         "this mean, seconds.")
 
 
+TokenLengths = Annotated[FixedTokens | LognormalTokens | EmpiricalTokens | TraceTokens,
+                         Field(discriminator="distribution")]
+TOKEN_DISTRIBUTIONS = union_tags(TokenLengths, "distribution")
+
+
 class RequestClass(Section):
     """A share of the traffic with a name and a scheduling priority (interactive chat beside batch jobs)."""
 
@@ -87,6 +92,10 @@ class RequestClass(Section):
                          "share its class); the shares add up to 1.")
     priority: int = Field(default=0, ge=-1000, le=1000, description="With llm.scheduling_policy: priority, lower "
                           "is served first and preempted last (vLLM's convention); ignored under fcfs.")
+    input_tokens: TokenLengths | None = Field(default=None, description="This class's prompt lengths (fixed, "
+                                              "lognormal or empirical; default: workload.input_tokens).")
+    output_tokens: TokenLengths | None = Field(default=None, description="This class's output lengths (default: "
+                                               "workload.output_tokens).")
     ttft_s: PositiveFloat | None = Field(default=None, description="This class's time-to-first-token objective "
                                          "at llm.slo.percentile, seconds (default: llm.slo.ttft_s).")
     tpot_s: PositiveFloat | None = Field(default=None, description="This class's time-per-output-token objective, "
@@ -96,11 +105,6 @@ class RequestClass(Section):
         """(TTFT, TPOT) objectives of this class: its own, else ``slo``'s (``llm.slo``)."""
         return (self.ttft_s if self.ttft_s is not None else slo.ttft_s,
                 self.tpot_s if self.tpot_s is not None else slo.tpot_s)
-
-
-TokenLengths = Annotated[FixedTokens | LognormalTokens | EmpiricalTokens | TraceTokens,
-                         Field(discriminator="distribution")]
-TOKEN_DISTRIBUTIONS = union_tags(TokenLengths, "distribution")
 
 
 # ---------------------------------------------------------------- iteration time
@@ -294,6 +298,15 @@ def llm_problem(scenario) -> str | None:
             return f"workload.classes: the name {twice!r} is given twice; class names are unique"
         if abs(total - 1) > 1e-6:
             return f"workload.classes: the shares add up to {total:g}; they must add up to 1"
+        for k, c in enumerate(work.classes):
+            for key in ("input_tokens", "output_tokens"):
+                spec = getattr(c, key)
+                if spec is not None and spec.distribution == "trace":
+                    return (f"workload.classes[{k}].{key}.distribution = 'trace': a class draws its own lengths "
+                            f"(fixed, lognormal or empirical); the trace's columns are workload.{key}'s")
+                if spec is not None and work.conversation is not None:
+                    return (f"workload.classes[{k}].{key}: lengths per class are not modelled with "
+                            "workload.conversation (each turn's message has workload.input_tokens); remove one")
     disagg = llm.disaggregation
     if disagg is not None:
         pools = disagg.prefill_replicas + disagg.decode_replicas

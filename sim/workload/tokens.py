@@ -31,13 +31,29 @@ def register(name: str):
 
 
 def token_counts(scenario, rng: np.random.Generator, n: int, max_model_len: int,
-                 prefix_group: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+                 prefix_group: np.ndarray | None = None, classes: np.ndarray | None = None,
+                 class_rng: np.random.Generator | None = None) -> tuple[np.ndarray, np.ndarray]:
     """(input_tokens, output_tokens) of ``n`` requests, in arrival order, checked against ``max_model_len``;
-    a request with a shared prefix (``prefix_group`` ≥ 0, :func:`prefix_groups`) has its tokens in front."""
+    a request with a shared prefix (``prefix_group`` ≥ 0, :func:`prefix_groups`) has its tokens in front. A
+    request of a class with lengths of its own (``classes``: each request's index into ``workload.classes``)
+    takes them, drawn from children of ``class_rng``, so the other requests' draws stay as they were."""
     work = scenario.workload
     counts = list(draw_token_counts(scenario, rng, n))
+    own = [] if classes is None or not work.classes else [
+        (k, c) for k, c in enumerate(work.classes) if c.input_tokens is not None or c.output_tokens is not None]
+    children = class_rng.spawn(2 * len(own)) if own else []
+    for j, (k, c) in enumerate(own):
+        members = classes == k
+        for side, key in enumerate(("input_tokens", "output_tokens")):
+            spec = getattr(c, key)
+            if spec is not None:
+                counts[side][members] = TOKEN_SOURCES[spec.distribution](spec, children[2 * j + side],
+                                                                         int(members.sum()), scenario, key)
     if prefix_group is not None and work.shared_prefix is not None:
         counts[0] = counts[0] + np.where(prefix_group >= 0, work.shared_prefix.tokens, 0)
+    for k, _ in own:  # a class's own lengths named as its own keys when they do not fit
+        members = classes == k
+        check_lengths(counts[0][members], counts[1][members], max_model_len, f"workload.classes[{k}]")
     check_lengths(*counts, max_model_len)
     return counts[0], counts[1]
 
@@ -66,21 +82,23 @@ def prefix_groups(scenario, rng: np.random.Generator, n: int) -> np.ndarray:
     return np.where(has, which, -1).astype(np.int64)
 
 
-def check_lengths(input_tokens: np.ndarray, output_tokens: np.ndarray, max_model_len: int) -> None:
-    """Every prompt leaves room for its output within ``max_model_len``; else one line with the worst case."""
+def check_lengths(input_tokens: np.ndarray, output_tokens: np.ndarray, max_model_len: int,
+                  where: str = "workload") -> None:
+    """Every prompt leaves room for its output within ``max_model_len``; else one line with the worst case,
+    naming ``where``'s ``input_tokens`` / ``output_tokens`` (``workload``, or a class's)."""
     long = input_tokens >= max_model_len
     if long.any():
         raise ScenarioError(
-            f"workload.input_tokens: {int(long.sum()):,} of {input_tokens.size:,} prompts leave no room for output "
+            f"{where}.input_tokens: {int(long.sum()):,} of {input_tokens.size:,} prompts leave no room for output "
             f"in llm.max_model_len = {max_model_len:,} (the longest: {int(input_tokens.max()):,} tokens, a shared "
-            "prefix included); set workload.input_tokens.max_tokens or raise llm.max_model_len")
+            f"prefix included); set {where}.input_tokens.max_tokens or raise llm.max_model_len")
     over = input_tokens + output_tokens > max_model_len
     if over.any():
         k = int(np.argmax(input_tokens + output_tokens))
         raise ScenarioError(
-            f"workload.output_tokens: {int(over.sum()):,} of {input_tokens.size:,} requests need more than "
+            f"{where}.output_tokens: {int(over.sum()):,} of {input_tokens.size:,} requests need more than "
             f"llm.max_model_len = {max_model_len:,} tokens, prompt + output (the most: {int(input_tokens[k]):,} + "
-            f"{int(output_tokens[k]):,}); set workload.output_tokens.max_tokens or raise llm.max_model_len")
+            f"{int(output_tokens[k]):,}); set {where}.output_tokens.max_tokens or raise llm.max_model_len")
 
 
 @register("fixed")
