@@ -104,6 +104,25 @@ def replica_grid_updates(scenario: Scenario, replicas: list[int], tensor_paralle
             for tp in tensor_parallel for n in replicas]
 
 
+def class_table(summary: dict, scenario: Scenario) -> pd.DataFrame:
+    """One row per request class (``workload.classes``): its priority, requests, TTFT and TPOT at the SLO's
+    percentile against its own objectives, and the share of its requests within both."""
+    slo = scenario.llm.slo
+    p = f"p{slo.percentile:g}"
+    rows = []
+    for c in scenario.workload.classes:
+        ttft, tpot = c.objectives(slo)
+        k = f"class__{c.name}__"
+        rows.append({"class": c.name, "priority": c.priority, "requests": summary.get(f"{k}requests"),
+                     f"TTFT {p}": latency_text(summary.get(f"{k}ttft_{p}_slo_s")),
+                     "TTFT objective": latency_text(ttft),
+                     f"TPOT {p}": latency_text(summary.get(f"{k}tpot_{p}_slo_s")),
+                     "TPOT objective": latency_text(tpot),
+                     "within both": f"{summary.get(f'{k}goodput_share', math.nan) * 100:.1f} %",
+                     "SLO": "met" if summary.get(f"{k}slo_met") else "missed"})
+    return pd.DataFrame(rows)
+
+
 def default_pools(scenario: Scenario) -> tuple[int, int]:
     """Prefill and decode replicas a mixed fleet splits into when first separated: half each (one at least)."""
     n = scenario.fleet.replicas

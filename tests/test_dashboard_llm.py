@@ -147,3 +147,20 @@ def test_the_disaggregated_example_opens_with_its_pools():
     sid = whatif.scenario_key(load_scenario("llm/rag_disaggregated"))
     assert at.toggle(key=f"{sid}:llm_disagg").value is True
     assert _metric(at, "Cost per hour") == "$49.16/h"
+
+
+def test_request_classes_get_a_table_and_the_policy_a_choice(monkeypatch):
+    monkeypatch.setattr(llm, "SWEEP_REQUESTS", 300)
+    at = _app("llm", llm_example="llm/chat_and_batch_priority")
+    assert not at.exception and not [e.value for e in at.error]
+    sid = whatif.scenario_key(load_scenario("llm/chat_and_batch_priority"))
+
+    def classes() -> list[dict]:
+        frame = next(d.value for d in at.dataframe if "class" in d.value.columns)
+        return frame.set_index("class").to_dict("index")
+
+    rows = classes()
+    assert list(rows) == ["chat", "batch"] and rows["batch"]["TTFT objective"] == "5.00 s"
+    assert rows["chat"]["SLO"] == "met"
+    at.selectbox(key=f"{sid}:llm_policy").set_value("fcfs").run()
+    assert not at.exception and classes()["chat"]["SLO"] == "missed"

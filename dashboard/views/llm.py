@@ -136,6 +136,13 @@ def _inputs(base: Scenario, sid: str) -> dict[str, Any]:
                               help="prefix_affinity: a shared prefix's requests to the replica it hashes to; "
                                    "least_kv_cache: the replica with the least KV cache in use.")
         put("fleet.router", router, base.fleet.router)
+        if base.workload.classes:
+            policies = ["fcfs", "priority"]
+            policy = st.selectbox("Scheduling policy", policies, index=policies.index(spec.scheduling_policy),
+                                  key=f"{sid}:llm_policy",
+                                  help="priority: the request classes' priorities order admission and preemption "
+                                       "(vLLM's --scheduling-policy priority); fcfs: arrival order.")
+            put("llm.scheduling_policy", policy, spec.scheduling_policy)
     return updates
 
 
@@ -167,6 +174,8 @@ def _headline(summary: dict, scenario: Scenario) -> None:
                 f"{fmt.count(summary.get('preemptions'), 'preemptions')}"
                 + (f", {fmt.pct(summary.get('prefix_cache_hit_rate'), 1)} of the prompt tokens from the prefix cache"
                    if scenario.workload.shared_prefix is not None else "") + ".")
+    if scenario.workload.classes:
+        st.dataframe(llm.class_table(summary, scenario), hide_index=True)
     if summary.get("unstable"):
         st.warning(f"**Overloaded**: offered {fmt.rps(summary.get('offered_rps'))} against an estimated capacity of "
                    f"{fmt.rps(summary.get('capacity_rps'))}; the queue grows, so no steady-state TTFT is shown. Add "
