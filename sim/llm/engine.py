@@ -179,11 +179,15 @@ class LlmEngine(FleetContract):
     # ------------------------------------------------------------ events
 
     def _route(self, i: int) -> None:
-        rep = (self.router.choose(self._ready, self.seqs.route_key(i)) if self._keyed
-               else self.router.choose(self._ready))
+        self._place(i, self.router, self._ready, self._replica_of)
+
+    def _place(self, i: int, router, replicas: list[LlmReplica], record: list[int]) -> None:
+        """Request ``i`` joins the queue of the replica ``router`` picks among ``replicas`` (noted in
+        ``record``), which starts an iteration if it was idle."""
+        rep = router.choose(replicas, self.seqs.route_key(i)) if self._keyed else router.choose(replicas)
         rep.arrived += 1
         rep.outstanding += 1
-        self._replica_of[i] = rep.index
+        record[i] = rep.index
         rep.sched.add(i)
         if rep.free:
             self._start(rep)
@@ -234,15 +238,8 @@ class LlmEngine(FleetContract):
     def _hand_off(self, rep: LlmReplica) -> None:
         """Prompts ``rep`` (a prefill replica) computed go to decode replicas' queues."""
         for i in rep.sched.handoffs:
-            dst = (self._decode_router.choose(self._decoders, self.seqs.route_key(i)) if self._keyed
-                   else self._decode_router.choose(self._decoders))
             rep.outstanding -= 1
-            dst.arrived += 1
-            dst.outstanding += 1
-            self._decode_of[i] = dst.index
-            dst.sched.add(i)
-            if dst.free:
-                self._start(dst)
+            self._place(i, self._decode_router, self._decoders, self._decode_of)
         rep.sched.handoffs.clear()
 
     def _pull(self, dst: LlmReplica) -> None:
