@@ -24,8 +24,9 @@ sequences (the HPA metrics ``kv_cache_utilization`` and ``running_sequences`` re
 Disaggregated (``llm.disaggregation``): the first ``prefill_replicas`` replicas only prefill and take the
 arrivals (the router picks among them); the other ``decode_replicas`` only decode. A prompt computed on a
 prefill replica is handed to a decode replica (a second router of the same kind, by outstanding
-sequences), which admits it when it has the blocks and pulls its KV: ``kv_transfer_latency_s`` +
-its KV bytes / (``kv_transfer_bytes_per_s`` × links), one link per GPU of the smaller replica. Each pool
+sequences), which admits it when it has the blocks and pulls its KV: its KV bytes /
+(``kv_transfer_bytes_per_s`` × links), one link per GPU of the smaller replica, one copy at a time on a
+replica's links (FIFO), then ``kv_transfer_latency_s``. Each pool
 has its own iteration-time model and KV blocks (``pools``: its tensor parallelism and GPU). The
 prefill replica's blocks stay parked until the copy is done, so a full decode pool backs up into the
 prefill pool. The first token reaches the client when the KV has landed (TTFT = queue + prefill +
@@ -124,6 +125,7 @@ class LlmEngine(FleetContract):
             self._decode_router = decode_router
             self._copy_latency_s = disagg.kv_transfer_latency_s
             self._copy_s_per_token = kv_copy_s_per_token
+            self._link_free_s = [0.0] * (p + d)  # per replica: when its links finish the copies given them
         self.finished = 0
         self._replica_of = [-1] * len(self._at)
         self._decode_of = [-1] * len(self._at)
@@ -243,10 +245,15 @@ class LlmEngine(FleetContract):
         rep.sched.handoffs.clear()
 
     def _pull(self, dst: LlmReplica) -> None:
-        """``dst`` (a decode replica) reserved blocks for these sequences: copy their KV in."""
+        """``dst`` (a decode replica) reserved blocks for these sequences: copy their KV in. One copy at a
+        time per replica's links, in the order they were reserved: a copy's bytes start when both its
+        source's and its destination's links are free, and it lands ``kv_transfer_latency_s`` after them."""
+        now, free = self.env._now, self._link_free_s
         for i in dst.sched.pulls:
-            copy_s = self._copy_latency_s + self.seqs.target[i] * self._copy_s_per_token
-            self.env.timeout(copy_s, (dst, i)).callbacks.append(self._landed)
+            src = self._replica_of[i]
+            start = max(now, free[src], free[dst.index])
+            free[src] = free[dst.index] = done = start + self.seqs.target[i] * self._copy_s_per_token
+            self.env.timeout(done + self._copy_latency_s - now, (dst, i)).callbacks.append(self._landed)
         dst.sched.pulls.clear()
 
     def _landed(self, event) -> None:
