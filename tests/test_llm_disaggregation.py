@@ -203,7 +203,7 @@ def test_the_fleet_is_the_two_pools(tmp_path):
     assert again.fleet.replicas == 2  # follows the pools, even from a dump that carried the old sum
 
 
-def test_an_autoscaler_is_refused_in_one_line(tmp_path, capsys):
+def test_a_fleet_autoscaler_is_refused_in_one_line(tmp_path, capsys):
     import yaml
 
     data = {"workload": {"arrivals": {"process": "poisson", "rate_rps": 5},
@@ -217,7 +217,7 @@ def test_an_autoscaler_is_refused_in_one_line(tmp_path, capsys):
     (tmp_path / "s.yaml").write_text(yaml.safe_dump(data))
     assert main(["simulate", str(tmp_path / "s.yaml"), "--quiet"]) == 2
     err = capsys.readouterr().err
-    assert "autoscaler.type = 'hpa': llm.disaggregation runs fixed prefill and decode pools" in err
+    assert "autoscaler.type = 'hpa': with llm.disaggregation each pool has its own" in err
     assert err.count("\n") == 1
     data["llm"]["disaggregation"]["decode_replicas"] = 0
     data.pop("autoscaler")
@@ -339,3 +339,95 @@ def test_a_pool_that_cannot_serve_the_model_is_named_in_one_line():
     data["llm"]["disaggregation"]["decode_gpu"] = "TPU"
     with pytest.raises(CapsimError, match=r"the decode pool \(TPU × tensor_parallel 1\): fleet.gpu = 'TPU'"):
         sim.scenario_from_dict(data)
+
+
+# ---------------------------------------------------------------- pools that scale
+def spiky(**pools):
+    """Long prompts at 3 requests/s, 14 during 60-180 s; 1 prefill + 1 decode replica to start."""
+    return sim.scenario_from_dict({
+        "workload": {"arrivals": {"process": "spike", "base_rps": 3, "spike_rps": 14, "start_s": 60,
+                                  "duration_s": 120, "ramp_s": 10},
+                     "input_tokens": {"distribution": "lognormal", "mean_tokens": 3000, "cv": 0.5, "max_tokens": 7000},
+                     "output_tokens": {"distribution": "lognormal", "mean_tokens": 200, "cv": 0.8, "max_tokens": 1000}},
+        "llm": {"model": "llama-3-8b", "slo": {"ttft_s": 1.0, "tpot_s": 0.03},
+                "disaggregation": {"prefill_replicas": 1, "decode_replicas": 1, **pools}},
+        "fleet": {"gpu": "H100-SXM", "router": "least_outstanding"},
+        "cold_start": {"provision_s": 2, "readiness_period_s": 5},
+        "run": {"duration_s": 300, "warmup_s": 10, "seed": 1, "sample_interval_s": 1}})
+
+
+def hpa(metric: str, target: float, **more) -> dict:
+    return {"type": "hpa", "min_replicas": 1, "max_replicas": 4,
+            "metrics": [{"type": "pods", "name": metric, "target_average_value": target}],
+            "behavior": {"scale_up": {"stabilization_window_s": 0}, "scale_down": {"stabilization_window_s": 30}},
+            **more}
+
+
+def test_each_pool_scales_on_its_own_metrics_and_is_billed_at_its_price(monkeypatch):
+    """The spike needs more prefill (queued prompts per replica) and more decode (KV in use): each pool's
+    HPA adds replicas of its own role, GPU and price, and drains them after; nothing is lost, no replica
+    runs after it is gone, every block comes back, and the cost is each replica's billed hours × its price."""
+    engines = _capture_engines(monkeypatch)
+    fixed = sim.run(spiky()).summary
+    result = sim.run(spiky(decode_gpu="A100-80GB", prefill_autoscaler=hpa("in_flight", 2),
+                           decode_autoscaler=hpa("kv_cache_utilization", 0.3)))
+    s, reps, r = result.summary, result.replicas, result.requests
+    added = reps[reps["created_s"] > 0]
+    assert set(added["role"]) == {"prefill", "decode"}
+    assert (added["gone_s"] < 300).all()  # drained after the spike
+    assert (r["outcome"] == "served").all() and not s["unstable"]
+    assert s["ttft_p99_s"] < 0.5 * fixed["ttft_p99_s"]
+    b = result.batches
+    gone = dict(zip(reps["replica"], reps["gone_s"]))
+    assert (b["end_s"] <= b["replica"].map(gone) + 1e-9).all()
+    price = reps["role"].map({"prefill": 12.29, "decode": 5.12})
+    hours = (np.minimum(reps["gone_s"], 300) - reps["created_s"]).clip(lower=0) / 3600
+    assert s["cost_usd"] == pytest.approx(float((hours * price).sum()))
+    ts = result.timeseries
+    assert ts["cost_rate_usd_per_h"].max() > 12.29 + 5.12
+    for rep in engines[-1].replicas():
+        sched = rep.sched
+        assert not sched.parked and not sched.pulling and not sched.running and not sched.waiting
+        assert sched.used_blocks == sched.evictable_blocks  # only cached prefixes, if any, are left
+
+
+def test_a_prefill_pool_scales_to_zero_and_back(tmp_path):
+    """A KPA with min 0 on the prefill pool and 130 s without traffic: the pool goes to zero while the decode
+    pool stays; the next request waits at the activator while the pool scales from zero (a cold start),
+    and every request is served."""
+    path_rows = [0.5 * k for k in range(40)] + [150 + 0.5 * k for k in range(40)]
+    folder = tmp_path
+    (folder / "t.csv").write_text("arrival_s,input_tokens,output_tokens\n" + "".join(f"{t},500,20\n" for t in path_rows))
+    sc = sim.scenario_from_dict({
+        "workload": {"arrivals": {"process": "trace", "path": str(folder / "t.csv")},
+                     "input_tokens": {"distribution": "trace"}, "output_tokens": {"distribution": "trace"}},
+        "llm": {"model": "llama-3-8b", "disaggregation": {
+            "prefill_replicas": 1, "decode_replicas": 1,
+            "prefill_autoscaler": {"type": "kpa", "min_replicas": 0, "max_replicas": 2, "stable_window_s": 30,
+                                   "scale_to_zero_grace_s": 10}}},
+        "fleet": {"gpu": "H100-SXM"}, "cold_start": {"provision_s": 2},
+        "run": {"duration_s": 200, "seed": 1}})
+    result = sim.run(sc)
+    r, reps = result.requests, result.replicas
+    assert (r["outcome"] == "served").all()
+    prefill = reps[reps["role"] == "prefill"]
+    assert (prefill["gone_s"] < 150).any() and (prefill["created_s"] >= 150).any()  # gone, then back from zero
+    ts = result.timeseries
+    quiet = ts[(ts["time_s"] > 100) & (ts["time_s"] < 150)]
+    assert (quiet["ready_replicas"] == 1).all()  # the decode replica alone
+    late = r[r["arrival_s"] >= 150]
+    assert late["ttft_s"].iloc[0] > 2.0  # the first late request waited for a cold start
+    assert (reps[reps["role"] == "decode"]["created_s"] == 0).all()  # the decode pool stayed fixed
+
+
+@pytest.mark.parametrize(("pools", "message"), [
+    ({"prefill_replicas": 5, "prefill_autoscaler": hpa("in_flight", 2)},
+     "llm.disaggregation.prefill_replicas = 5: the pool starts there, so it must lie within"),
+    ({"decode_autoscaler": hpa("in_flight", 2, initial_replicas=2)},
+     "llm.disaggregation.decode_autoscaler.initial_replicas = 2: the pool starts at"),
+    ({"decode_autoscaler": {"type": "kpa", "min_replicas": 0, "max_replicas": 3}},
+     "llm.disaggregation.decode_autoscaler.min_replicas = 0: a decode pool keeps at least 1 replica"),
+])
+def test_bad_pool_autoscalers_are_one_line(pools, message):
+    with pytest.raises(CapsimError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        spiky(**pools)

@@ -94,8 +94,14 @@ def model_keys(model, prefix: str = "") -> set[str]:
     return keys
 
 
+POOL_AUTOSCALERS = ("llm.disaggregation.prefill_autoscaler.", "llm.disaggregation.decode_autoscaler.")
+
+
 def test_every_scenario_key_is_documented():
-    missing = sorted(model_keys(Scenario) - documented_keys())
+    # A disaggregated pool's autoscaler is an `autoscaler` section: its keys are documented there once.
+    keys = {next((f"autoscaler.{k[len(p):]}" for p in POOL_AUTOSCALERS if k.startswith(p)), k)
+            for k in model_keys(Scenario)}
+    missing = sorted(keys - documented_keys())
     assert not missing, f"docs/scenario.md lacks {missing}"
 
 

@@ -122,6 +122,7 @@ class LlmEngine(FleetContract):
             self._start_fleet([LlmReplica(k, Scheduler(seqs, **{**self._knobs, "kv_blocks": pools[role][1]}, role=role),
                                           pools[role][0]) for k, role in enumerate(roles)])
             self._ready, self._decoders = self._replicas[:p], self._replicas[p:]
+            self._pools = pools
             self._decode_router = decode_router
             self._copy_latency_s = disagg.kv_transfer_latency_s
             self._copy_s_per_token = kv_copy_s_per_token
@@ -231,8 +232,14 @@ class LlmEngine(FleetContract):
             if self._latency_log is not None:
                 at = self._at
                 self._latency_log.extend((now, now - at[i]) for i in done)
+        self._carry_on(rep)
+
+    def _carry_on(self, rep: LlmReplica) -> None:
+        """An idle ``rep`` starts its next iteration, or, draining with nothing left (copies to or from it
+        included), is retired."""
         if rep.sched.has_work():
-            self._start(rep)
+            if rep.free:
+                self._start(rep)
         elif self._when_idle and rep.index in self._when_idle:
             self._when_idle.pop(rep.index)(rep)
 
@@ -260,12 +267,22 @@ class LlmEngine(FleetContract):
         dst, i = event._value
         src = self._replicas[self._replica_of[i]]
         src.sched.release_parked(i)
-        if src.free and src.sched.has_work():
-            self._start(src)
+        self._carry_on(src)
         self.seqs.first_token_s[i] = self.env._now
         dst.sched.land(i)
         if dst.free:
             self._start(dst)
+
+    def pool(self, role: str) -> PoolView:
+        """The ``role`` pool ("prefill" or "decode") as a fleet an autoscaler can drive."""
+        return PoolView(self, role)
+
+    def attach_pool_scaler(self, role: str, scaler) -> None:
+        """The ``role`` pool's autoscaler (sim.scaling.scaler.Scaler) runs beside the arrivals; the engine's
+        own scaler hooks become :class:`PoolScalers` over every pool's."""
+        if self._scaler is None:
+            self._scaler = PoolScalers(self.env)
+        self._scaler.scalers[role] = scaler
 
     # ------------------------------------------------------------ output
     def _records(self) -> LlmRecords:
@@ -280,3 +297,81 @@ class LlmEngine(FleetContract):
                                                     dtype=np.int32), iterations=iterations,
                           timeseries={k: np.asarray(v, dtype=float) for k, v in self._series.items()},
                           replicas=self._replicas, horizon_s=self.horizon_s, end_s=end_s)
+
+
+class PoolView:
+    """One pool of a disaggregated engine, with the contract ``sim.scaling`` drives a fleet through
+    (``env``, ``replicas``, ``ready_count``, ``add_replica``, ``mark_ready``, ``stop_routing``,
+    ``snapshot``, ``latency_log``, ``attach_scaler``): a pool's autoscaler sees and changes its pool only.
+    A replica it drains is retired once it has nothing left, copies to or from it included."""
+
+    def __init__(self, engine: LlmEngine, role: str) -> None:
+        self.engine, self.role, self.env = engine, role, engine.env
+        self._ready = engine._ready if role == "prefill" else engine._decoders
+
+    def replicas(self) -> tuple[LlmReplica, ...]:
+        return tuple(r for r in self.engine._replicas if r.role == self.role)
+
+    def ready_count(self) -> int:
+        return len(self._ready)
+
+    def add_replica(self, created_s: float) -> LlmReplica:
+        e = self.engine
+        step, kv_blocks = e._pools[self.role]
+        rep = LlmReplica(len(e._replicas), Scheduler(e.seqs, **{**e._knobs, "kv_blocks": kv_blocks}, role=self.role),
+                         step, created_s=created_s, ready_s=math.inf)
+        e._replicas.append(rep)
+        e._link_free_s.append(0.0)
+        return rep
+
+    def mark_ready(self, rep: LlmReplica) -> None:
+        rep.last_change = self.env.now
+        self._ready.append(rep)
+        if self.role == "prefill":  # requests held while no prefill replica was ready
+            held, self.engine._held = self.engine._held, []
+            for i in held:
+                self.engine._route(i)
+
+    def stop_routing(self, rep: LlmReplica, when_idle) -> None:
+        self._ready.remove(rep)
+        if rep.outstanding == 0 and not rep.sched.has_work():
+            when_idle(rep)
+        else:
+            self.engine._when_idle[rep.index] = when_idle
+
+    def snapshot(self) -> tuple[dict[int, tuple], int]:
+        per, held = self.engine.snapshot()
+        mine = {r.index for r in self._ready} | {r.index for r in self.replicas() if r.state == "draining"}
+        return {k: v for k, v in per.items() if k in mine}, (held if self.role == "prefill" else 0)
+
+    def latency_log(self) -> list[tuple[float, float]]:
+        return self.engine.latency_log()
+
+    def attach_scaler(self, scaler) -> None:
+        self.engine.attach_pool_scaler(self.role, scaler)
+
+
+class PoolScalers:
+    """Every pool's autoscaler as the one set of scaler hooks the engine runs (``ScalerHooks``): their
+    processes start together, arrivals with no prefill replica ready poke the prefill pool's, and the
+    desired count is the pools' sum."""
+
+    def __init__(self, env) -> None:
+        self.env, self.scalers = env, {}  # role -> its pool's scaler
+
+    @property
+    def desired(self) -> int:
+        return sum(s.desired for s in self.scalers.values())
+
+    def process(self):
+        for scaler in self.scalers.values():
+            self.env.process(scaler.process())
+        yield self.env.timeout(0)
+
+    def on_empty(self) -> None:
+        if "prefill" in self.scalers:  # a fixed prefill pool is never empty
+            self.scalers["prefill"].on_empty()
+
+    def stop(self) -> None:
+        for scaler in self.scalers.values():
+            scaler.stop()

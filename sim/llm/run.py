@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from sim.llm.build import LlmSetup, llm_setup, pool_setups
+from sim.llm.build import ROLES, LlmSetup, llm_setup, pool_setups
 from sim.llm.capacity import cached_prompt_tokens, disaggregated_capacity_rps, replica_capacity_rps
 from sim.llm.engine import ITERATION_FIELDS, LlmEngine, LlmRecords
 from sim.llm.metrics import token_summary
@@ -61,11 +61,18 @@ def run_llm_once(scenario, arrivals: np.ndarray, rng: dict[str, np.random.Genera
                        pools={role: (step_time if s is setup else seeded_step_time(s.step_time, rng["service"]),
                                      s.plan.kv_blocks) for role, s in pools.items()},
                        kv_copy_s_per_token=kv_copy_s_per_token(scenario, pools))
-    attach_autoscaler(engine, scenario, rng["lifecycle"], setup.weight_load)
+    if pools:  # each pool scales on its own, if it has an autoscaler
+        for role in ROLES:
+            spec = scenario.llm.disaggregation.autoscaler(role)
+            if spec is not None:
+                attach_autoscaler(engine.pool(role), scenario.model_copy(update={"autoscaler": spec}),
+                                  rng["lifecycle"], pools[role].weight_load)
+    else:
+        attach_autoscaler(engine, scenario, rng["lifecycle"], setup.weight_load)
     requests, iterations, timeseries, replicas = llm_frames(engine.run(), setup, turns, pools,
                                                             (np.array(class_names(scenario)), cls))
     timeseries = enrich_timeseries(timeseries, requests, iterations, replicas, scenario, interval_s)
-    timeseries["cost_rate_usd_per_h"] = timeseries["billed_replicas"] * usd_per_replica_hour(scenario, setup, pools)
+    timeseries["cost_rate_usd_per_h"] = cost_rate(timeseries["time_s"].to_numpy(), replicas, setup, pools)
     timeseries["output_tokens_per_s"] = tokens_per_interval(timeseries["time_s"].to_numpy(), iterations, interval_s)
     return requests, iterations, timeseries, replicas, llm_summary(scenario, setup, requests, iterations, replicas,
                                                                    horizon_s, pools)
@@ -83,13 +90,33 @@ def kv_copy_s_per_token(scenario, pools: dict[str, LlmSetup]) -> float:
     return model_bytes / (scenario.llm.disaggregation.kv_transfer_bytes_per_s * links)
 
 
-def usd_per_replica_hour(scenario, setup: LlmSetup, pools: dict[str, LlmSetup]) -> float:
-    """A replica-hour's price; disaggregated, the pools' mean (every replica of a fixed pool is billed as long)."""
-    if not pools:
-        return setup.usd_per_replica_hour
-    d = scenario.llm.disaggregation
-    return ((d.prefill_replicas * pools["prefill"].usd_per_replica_hour
-             + d.decode_replicas * pools["decode"].usd_per_replica_hour) / (d.prefill_replicas + d.decode_replicas))
+def replica_prices(replicas: pd.DataFrame, setup: LlmSetup, pools: dict[str, LlmSetup]) -> np.ndarray:
+    """Each replica's price per hour: its pool's GPUs × their price (every replica's, when not disaggregated)."""
+    return np.array([(pools or {}).get(role, setup).usd_per_replica_hour for role in replicas["role"]], dtype=float)
+
+
+def billed_hours(replicas: pd.DataFrame, horizon_s: float) -> np.ndarray:
+    """Each replica's billed hours up to the horizon (``sim.results.metrics.summarize``'s rule)."""
+    return np.clip(np.minimum(replicas["gone_s"].to_numpy(), horizon_s) - replicas["created_s"].to_numpy(), 0,
+                   None) / 3600.0
+
+
+def usd_per_replica_hour(replicas: pd.DataFrame, setup: LlmSetup, pools: dict[str, LlmSetup], horizon_s: float) -> float:
+    """The mean price of the replica-hours billed: with pools of other GPUs, or scaled apart, weighted by each
+    replica's billed time, so that replica-hours × this is the run's cost."""
+    hours = billed_hours(replicas, horizon_s)
+    prices = replica_prices(replicas, setup, pools)
+    return float((hours * prices).sum() / hours.sum()) if hours.sum() > 0 else setup.usd_per_replica_hour
+
+
+def cost_rate(t: np.ndarray, replicas: pd.DataFrame, setup: LlmSetup, pools: dict[str, LlmSetup]) -> np.ndarray:
+    """Dollars per hour at each sample time: the price of every replica billed then (created, not gone)."""
+    prices = replica_prices(replicas, setup, pools)
+    times = np.concatenate([replicas["created_s"].to_numpy(), replicas["gone_s"].to_numpy()])
+    steps = np.concatenate([prices, -prices])
+    order = np.argsort(times, kind="stable")
+    level = np.concatenate([[0.0], np.cumsum(steps[order])])  # the rate after each event
+    return level[np.searchsorted(times[order], t, side="right")]
 
 
 def llm_frames(raw: LlmRecords, setup: LlmSetup, turns=None, pools: dict[str, LlmSetup] | None = None,
@@ -160,7 +187,8 @@ def llm_summary(scenario, setup: LlmSetup, requests, iterations, replicas, horiz
                                               **{**shape, "kv_tokens": pools["decode"].plan.kv_tokens})
     summary = summarize(requests, iterations, replicas, warmup_s=run.warmup_s, horizon_s=horizon_s,
                         slo_latency_s=scenario.slo.latency_s, slo_percentile=scenario.slo.percentile,
-                        usd_per_replica_hour=usd_per_replica_hour(scenario, setup, pools or {}), offered_rps=mean_rate_rps(
+                        usd_per_replica_hour=usd_per_replica_hour(replicas, setup, pools or {}, horizon_s),
+                        offered_rps=mean_rate_rps(
                             scenario.workload.arrivals) * turns_per_arrival(scenario), capacity_rps=capacity)
     summary.update(token_summary(requests, iterations, replicas, warmup_s=run.warmup_s, horizon_s=horizon_s,
                                  ttft_slo_s=llm.slo.ttft_s, tpot_slo_s=llm.slo.tpot_s,
@@ -178,7 +206,8 @@ def llm_summary(scenario, setup: LlmSetup, requests, iterations, replicas, horiz
         summary["slo_met"] = all(per_class[f"class__{c}__slo_met"] for c in names)
     replica_hours = summary["gpu_hours"]
     tokens = summary["output_tokens_per_s"] * (horizon_s - run.warmup_s)
-    gpus = float(replicas["gpus"].mean())  # per replica; a disaggregated fleet's pools may differ
+    hours = billed_hours(replicas, horizon_s)  # GPUs per replica, weighted by billed time (pools may differ)
+    gpus = float((hours * replicas["gpus"]).sum() / hours.sum()) if hours.sum() > 0 else float(replicas["gpus"].mean())
     kv = pools["decode"].plan if pools else plan  # the KV the generations hold
     summary.update({
         "gpu_hours": replica_hours * gpus,

@@ -188,7 +188,8 @@ class Scheduler:
         self.waiting.append(i)
 
     def has_work(self) -> bool:
-        return bool(self.running or self.waiting or self.landed)
+        """Sequences to run, or KV being copied in or out (a draining replica waits for those too)."""
+        return bool(self.running or self.waiting or self.landed or self.pulling or self.parked)
 
     def release_parked(self, i: int) -> None:
         """Prefill role: ``i``'s KV has been copied out; its parked blocks are free."""

@@ -16,6 +16,7 @@ from pydantic import Field, model_validator
 from sim.llm.build import check_llm_scenario
 from sim.models.llm_archs import LLM_ARCHS
 from sim.scenario.base import NonNegFloat, PositiveFloat, Section, union_tags
+from sim.scenario.scaling import Autoscaler
 
 
 # ---------------------------------------------------------------- token lengths (workload)
@@ -193,6 +194,16 @@ class Disaggregation(Section):
                                     "fleet.gpu); priced at its catalog price unless llm.usd_per_gpu_hour is set.")
     decode_gpu: str | None = Field(default=None, description="Catalog GPU of the decode replicas (default: "
                                    "fleet.gpu); priced likewise.")
+    prefill_autoscaler: Autoscaler | None = Field(default=None, description="Scales the prefill pool (hpa, kpa "
+                                                  "or ray_serve; its metrics read the prefill replicas), from "
+                                                  "prefill_replicas at t=0. Absent: a fixed pool.")
+    decode_autoscaler: Autoscaler | None = Field(default=None, description="Scales the decode pool likewise "
+                                                 "(min_replicas ≥ 1: handed-over prompts need a decode replica).")
+
+    def autoscaler(self, role: str):
+        """The ``role`` pool's autoscaler section, or None for a fixed pool (``type: static`` included)."""
+        spec = getattr(self, f"{role}_autoscaler")
+        return spec if spec is not None and spec.type != "static" else None
 
     def pool(self, role: str, tensor_parallel: int, gpu: str | None) -> tuple[int, str | None]:
         """(tensor parallel, GPU) of the ``role`` ("prefill" or "decode") pool: its own, else the llm's and fleet's."""
@@ -311,8 +322,24 @@ def llm_problem(scenario) -> str | None:
     if disagg is not None:
         pools = disagg.prefill_replicas + disagg.decode_replicas
         if scenario.autoscaler.type != "static":
-            return (f"autoscaler.type = {scenario.autoscaler.type!r}: llm.disaggregation runs fixed prefill and "
-                    "decode pools; use autoscaler.type: static (or remove llm.disaggregation)")
+            return (f"autoscaler.type = {scenario.autoscaler.type!r}: with llm.disaggregation each pool has its "
+                    "own (llm.disaggregation.prefill_autoscaler, decode_autoscaler); use autoscaler.type: static")
+        for role in ("prefill", "decode"):
+            spec, size = disagg.autoscaler(role), getattr(disagg, f"{role}_replicas")
+            key = f"llm.disaggregation.{role}_autoscaler"
+            if spec is None:
+                continue
+            if spec.type == "keda":
+                return f"{key}.type = 'keda': KEDA's Kafka scaler is for streaming consumers; use hpa, kpa or ray_serve"
+            if not spec.min_replicas <= size <= spec.max_replicas:
+                return (f"llm.disaggregation.{role}_replicas = {size}: the pool starts there, so it must lie within "
+                        f"{key}'s min_replicas ({spec.min_replicas}) and max_replicas ({spec.max_replicas})")
+            if spec.initial_replicas is not None and spec.initial_replicas != size:
+                return (f"{key}.initial_replicas = {spec.initial_replicas}: the pool starts at "
+                        f"llm.disaggregation.{role}_replicas ({size}); leave it out")
+            if role == "decode" and spec.min_replicas < 1:
+                return (f"{key}.min_replicas = {spec.min_replicas}: a decode pool keeps at least 1 replica "
+                        "(handed-over prompts need one)")
         if scenario.fleet.replicas != pools:  # Scenario sets it so; a bug if not
             return f"fleet.replicas = {scenario.fleet.replicas}: with llm.disaggregation it is {pools}"
     return check_llm_scenario(scenario)  # architecture, GPU catalog, memory fit
