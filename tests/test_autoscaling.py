@@ -198,3 +198,20 @@ def test_plot_writes_png(tmp_path):
     png = tmp_path / "timeline.png"
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 20_000
     assert math.isfinite(sc.cost.usd_per_replica_hour)
+
+
+def test_kpa_keeps_a_replica_while_sparse_short_requests_arrive():
+    """2 requests/s of 10 ms each: at a 1 s scrape most samples catch none in flight, so the stable
+    window's concurrency can read 0 while traffic flows. Scale to zero waits for a stable window without
+    a request routed or held, then the grace (docs/autoscaling.md): the replica outlives the traffic
+    (until 60 s) by about 30 + 10 s, and no request waits for a cold start."""
+    sc = sim.scenario_from_dict({
+        "workload": {"arrivals": {"process": "steps", "steps": [{"at_s": 0, "rate_rps": 2}, {"at_s": 60, "rate_rps": 0}]}},
+        "service": {"type": "parametric", "base_s": 0.01},
+        "autoscaler": {"type": "kpa", "min_replicas": 0, "max_replicas": 2, "initial_replicas": 1,
+                       "stable_window_s": 30, "scale_to_zero_grace_s": 10},
+        "run": {"duration_s": 150, "seed": 2, "sample_interval_s": 1}})
+    r = sim.run(sc)
+    first = r.replicas.iloc[0]
+    assert len(r.replicas) == 1 and 90 <= first["gone_s"] <= 110
+    assert r.requests["latency_s"].max() < 0.1

@@ -252,9 +252,9 @@ class KPAController:
             self.max_panic_pods = desired
         else:
             desired = want_stable
-        if desired > 0 or stable > 0:
+        if desired > 0 or stable > 0 or monitor.traffic_seen(now, s.stable_window_s):
             self.last_nonzero_s = now
-        elif now - self.last_nonzero_s < s.scale_to_zero_grace_s:
+        if now - self.last_nonzero_s < s.scale_to_zero_grace_s:  # to zero only after the grace without traffic
             desired = max(desired, 1)
         desired = min(max(desired, s.min_replicas), s.max_replicas)
         self.trace.append({"time_s": now, "stable": stable, "panic": panic, "panicking": self.panic_since is not None,

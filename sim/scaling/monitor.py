@@ -84,6 +84,15 @@ class Monitor:
             return 0.0
         return float(np.mean([sum(v[2] for v in s.per_replica.values()) + s.held for s in samples]))
 
+    def traffic_seen(self, t_end: float, window_s: float) -> bool:
+        """Whether any request arrived in the window: a replica's routed count grew, or requests are held at
+        the activator (what a scaler's "without traffic" means, whatever the concurrency samples caught)."""
+        samples = self.window(t_end, window_s)
+        if not samples:
+            return False
+        first, last = samples[0], samples[-1]
+        return last.held > 0 or any(v[1] > first.per_replica.get(k, (0, 0))[1] for k, v in last.per_replica.items())
+
     def total_queue(self, t_end: float, window_s: float) -> float:
         samples = self.window(t_end, window_s)
         if not samples:
