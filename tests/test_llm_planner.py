@@ -108,7 +108,7 @@ def test_plan_command_writes_outputs_and_resumes(tmp_path, capsys):
     for name in ("candidates.parquet", "pareto.parquet", "pareto.png", "recommended.yaml", "bisection.parquet"):
         assert (out / name).is_file(), name
     fronts = pd.read_parquet(out / "pareto.parquet")
-    assert set(fronts["frontier"]) == {"cost_vs_ttft", "cost_vs_tpot"}
+    assert set(fronts["frontier"]) == {"cost_vs_ttft", "cost_vs_tpot", "cost_vs_violation"}
     recommended = sim.load_scenario(out / "recommended.yaml")
     assert (recommended.fleet.replicas, recommended.fleet.gpu, recommended.llm.max_num_seqs) == (3, "L4", 16)
     assert main(args) == 0

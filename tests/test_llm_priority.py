@@ -255,3 +255,28 @@ def test_a_class_s_lengths_that_do_not_fit_name_the_class(tmp_path, capsys):
     assert main(["simulate", str(tmp_path / "s.yaml"), "--quiet"]) == 2
     err = capsys.readouterr().err
     assert "workload.classes[1].input_tokens:" in err and "llm.max_model_len = 4,096" in err and err.count("\n") == 1
+
+
+# ---------------------------------------------------------------- minutes outside the objectives
+def test_llm_slo_violation_windows_count_ttft_and_tpot_by_hand(tmp_path):
+    """One sequence at a time, 10 ms iterations, answers of 2 tokens (20 ms a request), TTFT objective
+    25 ms at p50, windows of 10 s. 0-10 s: requests 1 s apart, TTFT 10 ms each. At 10 s five arrive
+    together: TTFTs 10, 30, 50, 70, 90 ms, four of five late, more than half: that window violates.
+    One window of two: 1/6 minute, as the sweep reports it (the planner's violation column)."""
+    from sim.experiments.sweep import run_scenarios
+    from sim.llm.metrics import late_requests
+    from sim.results.metrics import slo_violation
+
+    rows = [(1000 * k, 4, 2, "hi") for k in range(10)] + [(10_000, 4, 2, "hi")] * 5
+    sc, _ = traced(tmp_path, rows, "fcfs", max_num_seqs=1, max_num_batched_tokens=64,
+                   slo={"ttft_s": 0.025, "tpot_s": 1.0, "percentile": 50})
+    sc = sim.scenario_from_dict({**sc.model_dump(mode="json", exclude={"base_dir"}), "workload": {
+        **sc.workload.model_dump(mode="json"), "classes": None}, "run": {"duration_s": 20.0, "seed": 0}})
+    r = sim.run(sc).requests
+    np.testing.assert_allclose(r["ttft_s"].to_numpy()[-5:] * 1000, [10, 30, 50, 70, 90], atol=1e-6)
+    late = late_requests(r, sc)
+    assert late.tolist() == [False] * 11 + [True] * 4
+    v = slo_violation(r, 0.0, 20.0, sc.slo.latency_s, 50, 10.0, late)
+    assert (v["slo_windows"], v["slo_windows_violated"]) == (2, 1)
+    rows = run_scenarios([({"v": 1}, sc)], ["v"], seed=0, progress=False, window_s=10.0).records
+    assert rows[0]["slo_violation_min"] == pytest.approx(10 / 60)

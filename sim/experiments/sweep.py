@@ -114,8 +114,14 @@ def evaluate(task: Task) -> dict:
                 **task.params, **summary}
     requests, _, _, _, summary = run_once(scenario, task.seed, task.replication)
     horizon = scenario.run.duration_s or float(requests["arrival_s"].max())
-    violation = slo_violation(requests, scenario.run.warmup_s, horizon, scenario.slo.latency_s,
-                              scenario.slo.percentile, task.window_s)
+    if scenario.llm is not None:  # TTFT and TPOT against their objectives, not request latency
+        from sim.llm.metrics import late_requests
+
+        violation = slo_violation(requests, scenario.run.warmup_s, horizon, scenario.slo.latency_s,
+                                  scenario.llm.slo.percentile, task.window_s, late_requests(requests, scenario))
+    else:
+        violation = slo_violation(requests, scenario.run.warmup_s, horizon, scenario.slo.latency_s,
+                                  scenario.slo.percentile, task.window_s)
     return {"point": task.point, "replication": task.replication, "seed": task.seed, "key": task.key,
             **task.params, **summary, **violation}
 

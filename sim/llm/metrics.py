@@ -88,3 +88,19 @@ def token_summary(requests: pd.DataFrame, iterations: pd.DataFrame, replicas: pd
         out.update({k: math.nan for k in out if k.endswith("_slo_s")})
         out["slo_met"] = False
     return out
+
+
+def late_requests(requests: pd.DataFrame, scenario) -> np.ndarray:
+    """Per request: not served, or its TTFT or TPOT over its objectives (its class's, ``workload.classes``,
+    else ``llm.slo``'s; one output token has no TPOT to miss): what LLM SLO-violation windows count."""
+    slo, classes = scenario.llm.slo, scenario.workload.classes
+    if classes:
+        targets = {c.name: c.objectives(slo) for c in classes}
+        names = requests["request_class"].to_numpy()
+        ttft_obj = np.array([targets[n][0] for n in names], dtype=float)
+        tpot_obj = np.array([targets[n][1] for n in names], dtype=float)
+    else:
+        ttft_obj, tpot_obj = slo.ttft_s, slo.tpot_s
+    ttft, tpot = requests["ttft_s"].to_numpy(), requests["tpot_s"].to_numpy()
+    served = outcome_codes(requests) == SERVED
+    return ~(served & (ttft <= ttft_obj) & ~(tpot > tpot_obj))

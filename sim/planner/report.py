@@ -40,7 +40,7 @@ def print_plan(result, scenario, console=None) -> None:
     table = Table(title=f"{scenario.name}: {result.search} search, {slo} (upper 95% bound)", header_style="bold")
     shown = [p for p in result.params if p not in HIDDEN]
     for col in ["#", *[p.split(".")[-1] for p in shown], *(["GPUs"] if llm else []), "$/hour",
-                *[f"{o.label} ms (upper)" for o in objs], *([] if llm else ["SLO-violation min"]), "verdict"]:
+                *[f"{o.label} ms (upper)" for o in objs], "SLO-violation min", "verdict"]:
         table.add_column(col, justify="right")
 
     def ms(x):
@@ -52,7 +52,7 @@ def print_plan(result, scenario, console=None) -> None:
                    else "[yellow]misses SLO[/]")
         cells += [*([f"{row['instances']:g}"] if llm else []), f"{row['cost_per_hour_usd']:,.2f}",
                   *[f"{ms(row.get(o.point))} ({ms(row[o.upper])})" for o in objs],
-                  *([] if llm else [f"{row.get('slo_violation_min', math.nan):,.2f}"]), verdict]
+                  f"{row.get('slo_violation_min', math.nan):,.2f}", verdict]
         table.add_row(*cells)
     console.print(table)
     for note in result.notes:
@@ -88,8 +88,7 @@ def write_plan(result, scenario, out, force: bool = False) -> None:
     out = Path(out)
     table = result.table
     fronts = {f"cost_vs_{o.name}": pareto_front(table, o.upper) for o in objectives(scenario)}
-    if scenario.llm is None:  # an llm plan is judged on TTFT and TPOT, not on windows of request latency
-        fronts["cost_vs_violation"] = pareto_front(table, "slo_violation_min")
+    fronts["cost_vs_violation"] = pareto_front(table, "slo_violation_min")  # an llm plan's windows: TTFT and TPOT
     written = ["candidates.parquet", "pareto.parquet", "pareto.png"]
     with writing_folder(out, force=force, replaceable=is_plan_folder, keep=PLAN_STATE) as tmp:
         table.to_parquet(tmp / "candidates.parquet", index=False)

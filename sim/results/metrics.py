@@ -145,18 +145,20 @@ def summarize(requests: pd.DataFrame, batches: pd.DataFrame, replicas: pd.DataFr
 
 
 def slo_violation(requests: pd.DataFrame, warmup_s: float, horizon_s: float, slo_latency_s: float,
-                  percentile: float, window_s: float | None = None) -> dict:
+                  percentile: float, window_s: float | None = None, late: np.ndarray | None = None) -> dict:
     """Minutes of SLO violation: windows whose ``percentile`` latency exceeds the SLO.
 
     A window violates when more than (100 − percentile)% of the requests arriving in it were not
-    served within ``slo_latency_s`` (rejected and timed-out requests count as late). Default window:
-    60 s, or a tenth of the measured period when that is shorter.
+    served within ``slo_latency_s`` (rejected and timed-out requests count as late), or, given ``late``
+    (one flag per request: an LLM request outside its TTFT or TPOT objective), were late by it. Default
+    window: 60 s, or a tenth of the measured period when that is shorter.
     """
     measured = horizon_s - warmup_s
     window = float(window_s or min(60.0, measured / 10.0))
     arrival = requests["arrival_s"].to_numpy()
     inside = (arrival >= warmup_s) & (arrival < horizon_s)
-    late = ~((requests["outcome"].to_numpy() == "served") & (requests["latency_s"].to_numpy() <= slo_latency_s))
+    if late is None:
+        late = ~((requests["outcome"].to_numpy() == "served") & (requests["latency_s"].to_numpy() <= slo_latency_s))
     n_windows = max(1, int(math.ceil(measured / window - 1e-9)))
     index = np.minimum(((arrival[inside] - warmup_s) // window).astype(np.int64), n_windows - 1)
     total = np.bincount(index, minlength=n_windows)
