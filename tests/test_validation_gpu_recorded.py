@@ -170,3 +170,22 @@ def test_the_gpu_server_across_two_leases():
         lat = [pd.read_parquet(f / run / "requests.parquet")["latency_s"] for f in (first, second)]
         print(run, "p50 ms", [round(x.median() * 1e3, 2) for x in lat],
               "p99 ms", [round(x.quantile(0.99) * 1e3, 2) for x in lat])
+
+
+# The judged runs' split-half agreement (docs/validation.md, GPU): how well each run's first half predicts
+# its second half, per model (p50 within 10%, p99 within 20%, judged) — the real server's own repeatability.
+REAL_HALVES = {"bert-encoder-fp16": (3, 3, 8), "resnet50-fp16": (5, 5, 7)}
+
+
+@pytest.mark.parametrize("model", MODELS)
+def test_the_published_split_half_agreement(suites, model):
+    from sim.validation.h100 import split_half
+    from sim.validation.validate import load_run
+
+    agree = [0, 0, 0]
+    for r in judged(suites[model]["from-run-replay"]["runs"]):
+        run = load_run(RECORDING / model / r["run"])
+        error = split_half(run.requests, run.batches)
+        agree = [agree[0] + (abs(error["latency_p50_s"]) <= TOLERANCES["latency_p50_s"]),
+                 agree[1] + (abs(error["latency_p99_s"]) <= TOLERANCES["latency_p99_s"]), agree[2] + 1]
+    assert tuple(agree) == REAL_HALVES[model]
