@@ -325,12 +325,11 @@ class PoolView:
         return rep
 
     def mark_ready(self, rep: LlmReplica) -> None:
-        rep.last_change = self.env.now
-        self._ready.append(rep)
-        if self.role == "prefill":  # requests held while no prefill replica was ready
-            held, self.engine._held = self.engine._held, []
-            for i in held:
-                self.engine._route(i)
+        if self.role == "prefill":  # the engine's own ready list: it also routes the requests held meanwhile
+            self.engine.mark_ready(rep)
+        else:
+            rep.last_change = self.env.now
+            self._ready.append(rep)
 
     def stop_routing(self, rep: LlmReplica, when_idle) -> None:
         self._ready.remove(rep)
