@@ -30,7 +30,8 @@ replica's links (FIFO), then ``kv_transfer_latency_s``. Each pool
 has its own iteration-time model and KV blocks (``pools``: its tensor parallelism and GPU). The
 prefill replica's blocks stay parked until the copy is done, so a full decode pool backs up into the
 prefill pool. The first token reaches the client when the KV has landed (TTFT = queue + prefill +
-wait for decode blocks + copy). Fixed pools: no autoscaler.
+wait for decode blocks + copy). Each pool may have its own autoscaler, driving it through a
+:class:`PoolView`.
 """
 
 from __future__ import annotations
@@ -112,17 +113,14 @@ class LlmEngine(FleetContract):
         self._halt.callbacks.append(simpy.core.StopSimulation.callback)
         self.sample_interval_s = sample_interval_s
         disagg = llm.disaggregation
+        self._pools = pools or {}  # role -> (iteration-time model, KV blocks) of a disaggregated pool's replicas
         if disagg is None:
-            self._start_fleet([LlmReplica(k, Scheduler(seqs, **self._knobs), step_time)
-                               for k in range(initial_replicas(scenario))])
+            self._start_fleet([self._make_replica(k) for k in range(initial_replicas(scenario))])
             self._decoders: list[LlmReplica] = []
-        else:  # pools: role -> (iteration-time model, KV blocks) of its replicas
+        else:
             p, d = disagg.prefill_replicas, disagg.decode_replicas
-            roles = ["prefill"] * p + ["decode"] * d
-            self._start_fleet([LlmReplica(k, Scheduler(seqs, **{**self._knobs, "kv_blocks": pools[role][1]}, role=role),
-                                          pools[role][0]) for k, role in enumerate(roles)])
+            self._start_fleet([self._make_replica(k, role) for k, role in enumerate(["prefill"] * p + ["decode"] * d)])
             self._ready, self._decoders = self._replicas[:p], self._replicas[p:]
-            self._pools = pools
             self._decode_router = decode_router
             self._copy_latency_s = disagg.kv_transfer_latency_s
             self._copy_s_per_token = kv_copy_s_per_token
@@ -134,9 +132,16 @@ class LlmEngine(FleetContract):
         self._series: dict[str, list[float]] = {k: [] for k in SERIES}
 
     # ------------------------------------------------------------ the contract with the fleet and scaler
+    def _make_replica(self, index: int, role: str = "both", created_s: float = 0.0, ready_s: float = 0.0) -> LlmReplica:
+        """A replica with an empty KV cache: a mixed one, or one of a disaggregated pool (its own iteration
+        times and KV blocks)."""
+        step, kv_blocks = self._pools.get(role, (self.step, self._knobs["kv_blocks"]))
+        return LlmReplica(index, Scheduler(self.seqs, **{**self._knobs, "kv_blocks": kv_blocks}, role=role), step,
+                          created_s=created_s, ready_s=ready_s)
+
     def _new_replica(self, index: int, created_s: float) -> LlmReplica:
-        """A new replica with an empty KV cache."""
-        return LlmReplica(index, Scheduler(self.seqs, **self._knobs), self.step, created_s=created_s, ready_s=math.inf)
+        """A new replica, starting (the fleet lifecycle marks it ready)."""
+        return self._make_replica(index, created_s=created_s, ready_s=math.inf)
 
     def snapshot(self) -> tuple[dict[int, tuple], int]:
         """Per ready or draining replica ``(busy seconds, routed, outstanding, waiting, KV share used,
@@ -270,8 +275,7 @@ class LlmEngine(FleetContract):
         self._carry_on(src)
         self.seqs.first_token_s[i] = self.env._now
         dst.sched.land(i)
-        if dst.free:
-            self._start(dst)
+        self._carry_on(dst)
 
     def pool(self, role: str) -> PoolView:
         """The ``role`` pool ("prefill" or "decode") as a fleet an autoscaler can drive."""
@@ -317,9 +321,7 @@ class PoolView:
 
     def add_replica(self, created_s: float) -> LlmReplica:
         e = self.engine
-        step, kv_blocks = e._pools[self.role]
-        rep = LlmReplica(len(e._replicas), Scheduler(e.seqs, **{**e._knobs, "kv_blocks": kv_blocks}, role=self.role),
-                         step, created_s=created_s, ready_s=math.inf)
+        rep = e._make_replica(len(e._replicas), self.role, created_s=created_s, ready_s=math.inf)
         e._replicas.append(rep)
         e._link_free_s.append(0.0)
         return rep
